@@ -1,0 +1,46 @@
+# diplotone: the targets a newcomer and CI use. `make setup` once, then any other target.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+
+.PHONY: setup run test test-all check lint types train evaluate bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+setup: $(BIN)/python  ## make .venv with the package (editable) and the dev tools
+	$(BIN)/pip install --quiet -e '.[dev]'
+
+run: setup  ## serve on 127.0.0.1:8000 with the embedded defaults (SQLite, the shipped model)
+	$(BIN)/diplotone serve --host 127.0.0.1 --port 8000
+
+test:  ## the fast suite (tiny models, offline)
+	$(BIN)/pytest -m "not slow"
+
+test-all:  ## everything, the slow tests on the real MiniLM weights included (offline)
+	$(BIN)/pytest
+
+lint:
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+types:
+	$(BIN)/mypy
+
+check: lint types test-all  ## lint + types + tests: what CI runs
+
+train:  ## retrain the shipped default model from training/data/ (about 10 minutes on 2 cores)
+	$(BIN)/diplotone train --ship
+
+evaluate:  ## the active model beside the baselines on the test split
+	$(BIN)/diplotone evaluate
+
+bench:  ## speed and memory, measured side by side in one run (bench/results/)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The diplotone command line."""

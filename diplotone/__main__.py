@@ -1,0 +1,3 @@
+from diplotone.cli import app
+
+app()

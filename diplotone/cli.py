@@ -1,0 +1,227 @@
+"""The ``diplotone`` command: the one module that may import model, training and service. Kept thin."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, TextIO
+
+import typer
+
+app = typer.Typer(help="Score, compare and train models of diplomatic effusiveness.", no_args_is_help=True)
+models_app = typer.Typer(help="List and activate model versions.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+DataDir = Annotated[Path, typer.Option(envvar="DIPLOTONE_DATA_DIR", help="data directory (registry under models/)")]
+ModelOption = Annotated[Path | None, typer.Option("--model", help="a model version folder (default: the active one)")]
+CHUNK = 64  # messages scored per call when reading a file: bounded memory, a moving progress bar
+
+
+def _scorer(model: Path | None, data_dir: Path) -> Any:
+    from model.registry import Registry
+    from model.scorer import Scorer
+
+    if model is None:
+        registry = Registry(data_dir / "models")
+        registry.seed()
+        model = registry.active_path()
+    return Scorer.from_pretrained(model)
+
+
+@app.command()
+def score(
+    text: Annotated[str | None, typer.Argument(help="a message to score (or use --input)")] = None,
+    input: Annotated[Path | None, typer.Option("--input", "-i", help="JSON Lines {id, text, ...}; - for stdin")] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="JSON Lines results; - for stdout")] = Path("-"),
+    exact: Annotated[bool, typer.Option(help="exact leave-one-out contributions (slower)")] = False,
+    model: ModelOption = None,
+    data_dir: DataDir = Path("var"),
+) -> None:
+    """Score one text (readable) or a JSON Lines file (one result per line, keeping each input's id)."""
+    if (text is None) == (input is None):
+        raise typer.BadParameter("give either a TEXT or --input FILE, not both and not neither")
+    scorer = _scorer(model, data_dir)
+    if text is not None:
+        _print_result(scorer.score([text], exact_contributions=exact)[0])
+        return
+    assert input is not None
+    records = list(_read_jsonl(input))
+    from tqdm import tqdm
+
+    with _open_out(output) as out, tqdm(total=len(records), unit="msg", disable=None, file=sys.stderr) as bar:
+        for start in range(0, len(records), CHUNK):
+            chunk = records[start : start + CHUNK]
+            results = scorer.score([r["text"] for r in chunk], exact_contributions=exact, progress=bar.update)
+            for record, result in zip(chunk, results, strict=True):
+                out.write(json.dumps({"id": record.get("id"), **result.to_dict()}) + "\n")
+
+
+@app.command()
+def compare(
+    file_a: Annotated[Path, typer.Argument(help="the earlier (or reference) message, as a text file")],
+    file_b: Annotated[Path, typer.Argument(help="the later message, as a text file")],
+    as_json: Annotated[bool, typer.Option("--json", help="print the full comparison as JSON")] = False,
+    model: ModelOption = None,
+    data_dir: DataDir = Path("var"),
+) -> None:
+    """Explain why B is warmer or cooler than A."""
+    comparison = _scorer(model, data_dir).compare(_read_text(file_a), _read_text(file_b))
+    if as_json:
+        typer.echo(json.dumps(comparison.to_dict(), indent=2))
+        return
+    typer.echo(f"P(B warmer than A) = {comparison.p_b_warmer:.2f}, delta {comparison.delta:+.1f}")
+    for line in comparison.explanation.summary:
+        typer.echo(f"  {line}")
+
+
+@app.command()
+def train(
+    data: Annotated[Path | None, typer.Option(help="folder with messages.jsonl and pairs.jsonl")] = None,
+    snapshot: Annotated[Path | None, typer.Option(help="a service snapshot JSON file instead of --data")] = None,
+    ship: Annotated[bool, typer.Option(help="make the result the shipped default (model/shipped/)")] = False,
+    epochs: Annotated[int | None, typer.Option(help="override the recipe's epochs")] = None,
+    threads: Annotated[int, typer.Option(help="torch threads")] = 2,
+    seed: Annotated[int, typer.Option()] = 13,
+    base: Annotated[str | None, typer.Option(help="a local Hugging Face model folder (default: MiniLM)")] = None,
+    data_dir: DataDir = Path("var"),
+) -> None:
+    """Fine-tune a version. Into the data directory's registry, promoted if it passes the gate; or, with --ship,
+    into model/shipped/ as the default that the service seeds itself with."""
+    import tempfile
+
+    from model.registry import SHIPPED, Registry
+    from training.args import TrainArgs
+    from training.corpus import DATA_DIR, load_corpus, load_snapshot
+    from training.pipeline import retrain
+    from training.pipeline import ship as ship_version
+    from training.pipeline import train as run_training
+
+    corpus = load_snapshot(snapshot) if snapshot else load_corpus(data or DATA_DIR)
+    overrides: dict[str, Any] = {"epochs": epochs} if epochs else {}
+    args = TrainArgs(base=base, threads=threads, seed=seed, **overrides)
+    if ship:
+        with tempfile.TemporaryDirectory() as scratch:
+            result = run_training(args, corpus, Registry(Path(scratch)), log=typer.echo)
+            typer.echo(f"shipped {ship_version(result, SHIPPED)}")
+        return
+    registry = Registry(data_dir / "models")
+    registry.seed()
+    outcome = retrain(args, corpus, registry, promote=True, log=typer.echo)
+    if outcome["promoted"]:
+        typer.echo(f"promoted {outcome['version']} (was {outcome['previous']})")
+    else:
+        typer.echo(f"kept {outcome['previous']}; {outcome['version']} rejected: " + "; ".join(outcome["reasons"]))
+
+
+@app.command()
+def evaluate(
+    data: Annotated[Path | None, typer.Option(help="folder with messages.jsonl and pairs.jsonl")] = None,
+    baselines: Annotated[bool, typer.Option(help="also run the baselines")] = True,
+    as_json: Annotated[Path | None, typer.Option("--json", help="also write the figures to this file")] = None,
+    model: ModelOption = None,
+    data_dir: DataDir = Path("var"),
+) -> None:
+    """Evaluate a version on the test split, beside the baselines, with the same figures for each."""
+    from training import baselines as baseline_models
+    from training.corpus import DATA_DIR, load_corpus
+    from training.evaluation import evaluate_scorer
+
+    corpus = load_corpus(data or DATA_DIR)
+    scorer = _scorer(model, data_dir)
+    rows = {f"diplotone {scorer.version}": evaluate_scorer(corpus, scorer.predict)}
+    if baselines:
+        for name, predict in baseline_models.baselines(corpus).items():
+            rows[name] = evaluate_scorer(corpus, predict)
+    columns = ("spearman", "pearson", "mae", "pairwise_accuracy", "band_accuracy", "interval_coverage")
+    typer.echo(f"test split: {int(next(iter(rows.values()))['test']['n'])} messages, "
+               f"{int(next(iter(rows.values()))['test']['pairs'])} pairs")
+    typer.echo(f"{'scorer':<42}" + "".join(f"{c:>18}" for c in columns))
+    for name, figures in rows.items():
+        typer.echo(f"{name:<42}" + "".join(f"{figures['test'][c]:>18.3f}" for c in columns))
+    if as_json is not None:
+        as_json.write_text(json.dumps(rows, indent=2) + "\n")
+
+
+@models_app.command("list")
+def models_list(data_dir: DataDir = Path("var")) -> None:
+    """The versions in the registry, the active one marked."""
+    from model.registry import Registry
+
+    registry = Registry(data_dir / "models")
+    registry.seed()
+    for info in registry.versions():
+        test = info.metrics.get("test", {})
+        spearman, pairwise = test.get("spearman", float("nan")), test.get("pairwise_accuracy", float("nan"))
+        figures = f"spearman {spearman:.3f}  pairwise {pairwise:.3f}"
+        typer.echo(f"{'*' if info.active else ' '} {info.version:<32} {figures}  {info.created}")
+
+
+@models_app.command("activate")
+def models_activate(version: str, data_dir: DataDir = Path("var")) -> None:
+    """Serve VERSION from now on (a running service picks it up through the API's activate route)."""
+    from model.registry import Registry
+
+    Registry(data_dir / "models").activate(version)
+    typer.echo(f"active: {version}")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="processes, each with its own model and batcher")] = 1,
+) -> None:
+    """Serve the HTTP API (settings from DIPLOTONE_* variables; OpenAPI at /docs)."""
+    import uvicorn
+
+    uvicorn.run("service.app:create_app", factory=True, host=host, port=port, workers=workers)
+
+
+def _print_result(result: Any) -> None:
+    low, high = result.interval
+    typer.echo(f"{result.score:.1f} ({result.band}), 90% interval {low:.1f}–{high:.1f}  [{result.model_version}]")
+    for sentence in sorted(result.sentences, key=lambda s: -abs(s.contribution))[:5]:
+        typer.echo(f"  {sentence.contribution:+6.1f}  {sentence.text[:100]}")
+    kinds: dict[str, list[str]] = {}
+    for marker in result.markers:
+        kinds.setdefault(marker.kind, []).append(marker.text)
+    for kind, texts in kinds.items():
+        typer.echo(f"  {kind}: {', '.join(texts[:8])}{' …' if len(texts) > 8 else ''}")
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError as error:
+        raise typer.BadParameter(f"cannot read {path}: {error.strerror}") from error
+
+
+def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    handle = sys.stdin if str(path) == "-" else path.open()
+    for number, line in enumerate(handle, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise typer.BadParameter(f"{path} line {number}: expected a JSON object; {error.msg}") from error
+        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+            expected = '{"id": ..., "text": "..."}'
+            raise typer.BadParameter(f"{path} line {number}: expected {expected}; found {line[:80]!r}")
+        yield record
+
+
+@contextmanager
+def _open_out(path: Path) -> Iterator[TextIO]:
+    if str(path) == "-":
+        yield sys.stdout
+        return
+    with path.open("w") as handle:
+        yield handle
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,114 @@
+"""The model registry: a folder per version under ``<data dir>/models`` and an ``active`` pointer.
+
+The pointer is a one-line file replaced with ``os.replace``, which is atomic on POSIX: a reader sees the old version
+or the new one, never a torn write. A version is copied in under a temporary name and renamed, so a crash mid-copy
+leaves no half version behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from model.artifacts import verify_manifest
+from model.errors import UnknownVersion
+
+ACTIVE = "active"
+SHIPPED = Path(__file__).resolve().parent / "shipped"  # versions committed with the code
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    version: str
+    path: Path
+    active: bool
+    metrics: dict[str, Any]
+    created: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": self.version, "active": self.active, "created": self.created, "metrics": self.metrics}
+
+
+class Registry:
+    """Model versions under ``root`` (``<data dir>/models``).
+
+    >>> registry = Registry(Path("var/models")); registry.seed()  # doctest: +SKIP
+    >>> registry.active_path()  # doctest: +SKIP
+    PosixPath('var/models/2026-11-29-lora-3f9a2c')
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def seed(self, shipped: Path = SHIPPED) -> None:
+        """On first start, install the shipped versions and activate the newest one."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        if not shipped.is_dir():
+            return
+        for folder in sorted(p for p in shipped.iterdir() if p.is_dir()):
+            if not (self.root / folder.name).exists():
+                self.install(folder, folder.name)
+        if self.active_version() is None and self.versions():
+            self.activate(sorted(v.version for v in self.versions())[-1])
+
+    def install(self, source: Path, version: str) -> Path:
+        """Copy a version folder in (checked against its manifest first); return its registry path."""
+        verify_manifest(source)
+        target = self.root / version
+        if target.exists():
+            raise FileExistsError(f"version {version} already exists in {self.root}")
+        self.root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=self.root))
+        shutil.copytree(source, staging, dirs_exist_ok=True, ignore=shutil.ignore_patterns("cache"))
+        os.replace(staging, target)
+        return target
+
+    def path(self, version: str) -> Path:
+        folder = self.root / version
+        if version.startswith(".") or "/" in version or not (folder / "manifest.json").is_file():
+            known = ", ".join(v.version for v in self.versions()) or "none"
+            raise UnknownVersion(f"no model version {version!r}; the registry holds: {known}")
+        return folder
+
+    def versions(self) -> list[VersionInfo]:
+        if not self.root.is_dir():
+            return []
+        active = self.active_version()
+        return [
+            self._info(folder, folder.name == active)
+            for folder in sorted(self.root.iterdir())
+            if folder.is_dir() and not folder.name.startswith(".") and (folder / "manifest.json").is_file()
+        ]
+
+    def active_version(self) -> str | None:
+        pointer = self.root / ACTIVE
+        return pointer.read_text().strip() or None if pointer.is_file() else None
+
+    def active_path(self) -> Path:
+        version = self.active_version()
+        if version is None:
+            raise UnknownVersion(f"no active model version in {self.root}; activate one first")
+        return self.path(version)
+
+    def activate(self, version: str) -> Path:
+        """Point ``active`` at ``version`` after checking its files; atomic."""
+        folder = self.path(version)
+        verify_manifest(folder)
+        fd, temporary = tempfile.mkstemp(prefix=".active.", dir=self.root)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(version + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, self.root / ACTIVE)
+        return folder
+
+    def _info(self, folder: Path, active: bool) -> VersionInfo:
+        metrics_path = folder / "metrics.json"
+        metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+        manifest = json.loads((folder / "manifest.json").read_text())
+        return VersionInfo(folder.name, folder, active, metrics, str(manifest.get("created", "")))

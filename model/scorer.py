@@ -1,0 +1,240 @@
+"""The Scorer: load a model version, score texts, explain the scores and compare two messages."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from model.artifacts import verify_manifest
+from model.bands import band_of
+from model.calibration import Calibration
+from model.compare import explain_difference
+from model.encoding import EncodedMessage, Window, collate_windows, encode_messages
+from model.errors import check_text
+from model.markers import find_markers
+from model.network import EffusivenessNet, NetworkConfig, load_network
+from model.results import Comparison, ScoreResult, SentenceScore
+
+DEFAULT_BATCH_TOKENS = 8192  # padded tokens per encoder call: ~32 windows of 256, a few hundred MB of activations
+
+
+@dataclass
+class _Pooled:
+    """Per-message and per-sentence sums of content-token states, from one pass over all windows."""
+
+    message_sums: torch.Tensor  # (messages, hidden), float64
+    message_counts: torch.Tensor  # (messages,)
+    sentence_sums: torch.Tensor  # (sentences, hidden), sentences of all messages concatenated
+    sentence_counts: torch.Tensor  # (sentences,)
+    sentence_message: torch.Tensor  # (sentences,) owning message of each sentence
+
+
+class Scorer:
+    """Scores diplomatic messages 0-100 for effusiveness.
+
+    >>> scorer = Scorer.from_pretrained("var/models/2026-11-29-lora-3f9a2c")  # doctest: +SKIP
+    >>> scorer.score(["Dear friend, warmest congratulations!"])[0].band  # doctest: +SKIP
+    'warm'
+    """
+
+    def __init__(
+        self,
+        net: EffusivenessNet,
+        tokenizer: PreTrainedTokenizerBase,
+        config: NetworkConfig,
+        calibration: Calibration,
+        version: str,
+    ) -> None:
+        self.net = net.eval()
+        self.tokenizer = tokenizer
+        self.config = config
+        self.calibration = calibration
+        self.version = version
+        self._special = (tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id)
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path) -> Scorer:
+        """Load a version folder after checking every file against its manifest (``ArtifactCorrupt`` if not)."""
+        folder = Path(folder)
+        manifest = verify_manifest(folder)
+        net, tokenizer, config = load_network(folder)
+        version = str(manifest.get("version") or folder.name)
+        return cls(net, tokenizer, config, Calibration.load(folder), version)
+
+    @property
+    def max_tokens(self) -> int:
+        return self.config.max_tokens
+
+    def predict(self, texts: Sequence[str], batch_tokens: int = DEFAULT_BATCH_TOKENS) -> np.ndarray:
+        """Scores only (no explanation), shape (len(texts),).
+
+        >>> scorer.predict(["Excellency, please accept my congratulations."])  # doctest: +SKIP
+        array([27.4])
+        """
+        for text in texts:
+            check_text(text)
+        if not texts:
+            return np.zeros(0)
+        pooled = self._pool(encode_messages(self.tokenizer, texts, self.max_tokens), batch_tokens)
+        return self._head(pooled.message_sums, pooled.message_counts).numpy()
+
+    def embed(self, texts: Sequence[str], batch_tokens: int = DEFAULT_BATCH_TOKENS) -> np.ndarray:
+        """Mean-pooled encoder embeddings, shape (len(texts), hidden): the input of the head."""
+        pooled = self._pool(encode_messages(self.tokenizer, texts, self.max_tokens), batch_tokens)
+        return (pooled.message_sums / pooled.message_counts.clamp(min=1.0).unsqueeze(-1)).numpy()
+
+    def score(
+        self,
+        texts: Sequence[str],
+        *,
+        max_chars: int | None = None,
+        exact_contributions: bool = False,
+        batch_tokens: int = DEFAULT_BATCH_TOKENS,
+        progress: Callable[[int], None] | None = None,
+    ) -> list[ScoreResult]:
+        """Score and explain each text: band, calibrated interval, sentence scores and contributions, markers.
+
+        Contributions remove a sentence's tokens from the pooled embedding (one encoder pass for everything); with
+        ``exact_contributions`` each sentence is cut from the text and the rest re-encoded instead (n extra passes).
+
+        >>> [r.band for r in scorer.score(["We take note of your letter.", "My dearest brother ..."])]  # doctest: +SKIP
+        ['cold', 'effusive']
+        """
+        for index, text in enumerate(texts):
+            check_text(text, max_chars=max_chars, field=f"texts[{index}]" if len(texts) > 1 else "text")
+        encoded = encode_messages(self.tokenizer, texts, self.max_tokens)
+        pooled = self._pool(encoded, batch_tokens, progress)
+        scores = self._head(pooled.message_sums, pooled.message_counts)
+        alone = self._head(pooled.sentence_sums, pooled.sentence_counts)
+        if exact_contributions:
+            without = self._scores_without_each_sentence(texts, encoded, scores, batch_tokens)
+        else:
+            rest_sums = pooled.message_sums[pooled.sentence_message] - pooled.sentence_sums
+            rest_counts = pooled.message_counts[pooled.sentence_message] - pooled.sentence_counts
+            without = self._head(rest_sums, rest_counts)
+            # A message of one sentence has no remainder: its sentence moves the score by nothing measurable.
+            without = torch.where(rest_counts > 0, without, scores[pooled.sentence_message])
+        results, cursor = [], 0
+        for index, (text, message) in enumerate(zip(texts, encoded, strict=True)):
+            n = len(message.sentences)
+            score = float(scores[index])
+            sentences = [
+                SentenceScore(span.start, span.end, span.text, _round(alone[cursor + i]),
+                              _round(score - float(without[cursor + i])))
+                for i, span in enumerate(message.sentences)
+            ]
+            cursor += n
+            results.append(self._result(score, sentences, text))
+        return results
+
+    def compare(self, a: str, b: str, *, max_chars: int | None = None) -> Comparison:
+        """Why ``b`` is warmer or cooler than ``a``: delta, probability, marker counts, dropped sentences.
+
+        >>> scorer.compare(last_year, this_year).explanation.summary[0]  # doctest: +SKIP
+        'friendship references: 7 → 3'
+        """
+        result_a, result_b = self.score([a, b], max_chars=max_chars)
+        delta = result_b.score - result_a.score
+        return Comparison(
+            result_a, result_b, _round(delta), round(self.calibration.p_warmer(delta), 4),
+            explain_difference(result_a, result_b),
+        )
+
+    def _result(self, score: float, sentences: list[SentenceScore], text: str) -> ScoreResult:
+        low, high = self.calibration.interval(score)
+        return ScoreResult(
+            _round(score), band_of(score), (_round(low), _round(high)), sentences, find_markers(text), self.version
+        )
+
+    def _head(self, sums: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        """Pooled sums → scores 0-100 (float64, so that batching cannot move a score by rounding)."""
+        with torch.inference_mode():
+            pooled = sums / counts.clamp(min=1.0).unsqueeze(-1)
+            weight = self.net.head.weight.double()
+            logits = pooled @ weight.T + self.net.head.bias.double()
+            return (torch.sigmoid(logits.squeeze(-1)) * 100.0).clamp(0.0, 100.0)
+
+    def _pool(
+        self,
+        encoded: list[EncodedMessage],
+        batch_tokens: int,
+        progress: Callable[[int], None] | None = None,
+    ) -> _Pooled:
+        hidden = self.net.head.in_features
+        offsets = np.cumsum([0] + [len(m.sentences) for m in encoded])
+        n_sentences = int(offsets[-1])
+        pooled = _Pooled(
+            torch.zeros(len(encoded), hidden, dtype=torch.float64),
+            torch.zeros(len(encoded), dtype=torch.float64),
+            torch.zeros(n_sentences, hidden, dtype=torch.float64),
+            torch.zeros(n_sentences, dtype=torch.float64),
+            torch.tensor(
+                [i for i, m in enumerate(encoded) for _ in m.sentences], dtype=torch.long
+            ),
+        )
+        windows = [w for m in encoded for w in m.windows]
+        remaining = [len(m.windows) for m in encoded]
+        with torch.inference_mode():
+            for batch in _length_sorted_batches(windows, batch_tokens):
+                self._accumulate(batch, offsets, pooled)
+                if progress is not None:
+                    done = 0
+                    for window in batch:
+                        remaining[window.message] -= 1
+                        done += remaining[window.message] == 0
+                    progress(done)
+        return pooled
+
+    def _accumulate(self, windows: list[Window], offsets: np.ndarray, pooled: _Pooled) -> None:
+        batch = collate_windows(windows, *self._special)
+        states = self.net.token_states(batch.input_ids, batch.attention_mask).double()  # (windows, tokens, hidden)
+        keep = batch.pool_mask > 0  # (windows, tokens)
+        token_states = states[keep]  # (content tokens, hidden)
+        token_message = batch.window_message.unsqueeze(1).expand_as(keep)[keep]
+        token_sentence = batch.token_sentences[keep] + torch.as_tensor(offsets, dtype=torch.long)[token_message]
+        ones = torch.ones(len(token_states), dtype=torch.float64)
+        pooled.message_sums.index_add_(0, token_message, token_states)
+        pooled.message_counts.index_add_(0, token_message, ones)
+        pooled.sentence_sums.index_add_(0, token_sentence, token_states)
+        pooled.sentence_counts.index_add_(0, token_sentence, ones)
+
+    def _scores_without_each_sentence(
+        self, texts: Sequence[str], encoded: list[EncodedMessage], scores: torch.Tensor, batch_tokens: int
+    ) -> torch.Tensor:
+        """Score each text once per sentence with that sentence cut out, all variants in one batched pass."""
+        variants, owners = [], []
+        for index, (text, message) in enumerate(zip(texts, encoded, strict=True)):
+            for span in message.sentences:
+                variants.append((text[: span.start] + " " + text[span.end :]).strip())
+                owners.append(index)
+        # A message of one sentence has no remainder: its sentence moves the score by nothing measurable.
+        scorable = [i for i, variant in enumerate(variants) if variant]
+        without = scores[torch.tensor(owners, dtype=torch.long)].clone()
+        if scorable:
+            rest = [variants[i] for i in scorable]
+            pooled = self._pool(encode_messages(self.tokenizer, rest, self.max_tokens), batch_tokens)
+            without[torch.tensor(scorable)] = self._head(pooled.message_sums, pooled.message_counts)
+        return without
+
+
+def _length_sorted_batches(windows: list[Window], batch_tokens: int) -> list[list[Window]]:
+    """Group windows of similar length so that little compute goes to padding; each batch stays under budget."""
+    ordered = sorted(windows, key=lambda w: len(w.token_ids))
+    batches: list[list[Window]] = []
+    for window in ordered:
+        width = len(window.token_ids) + 2
+        if batches and (len(batches[-1]) + 1) * width <= batch_tokens:
+            batches[-1].append(window)
+        else:
+            batches.append([window])
+    return batches
+
+
+def _round(value: float | torch.Tensor) -> float:
+    return round(float(value), 4)
+

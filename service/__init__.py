@@ -1,0 +1,1 @@
+"""diplotone service: the FastAPI app, settings, store, batching and training jobs."""

@@ -1,0 +1,98 @@
+"""The FastAPI app factory and its lifespan.
+
+``create_app`` builds the app; the lifespan opens each of ``RESOURCES`` in order (and closes them in reverse):
+today the model (registry seeded on first start, active version loaded, probe scored, batcher started). A part that
+needs start-up work (the message store, training jobs) adds its own async context manager to ``RESOURCES`` and its
+router to ``service.routes.ROUTERS``; everything it builds goes on ``app.state``, next to ``settings``, ``metrics``,
+``registry``, ``model_slot`` and ``batcher``.
+
+Serve with ``uvicorn --factory service.app:create_app`` (what ``diplotone serve`` and ``make run`` do).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from importlib.metadata import PackageNotFoundError, version
+
+import torch
+from anyio import to_thread
+from fastapi import FastAPI
+
+from model import Registry, Scorer
+from service.batching import Batcher
+from service.errors import install_error_handlers
+from service.metrics import Metrics, MetricsMiddleware
+from service.model_slot import ModelSlot
+from service.routes import ROUTERS
+from service.settings import Settings, get_settings
+
+log = logging.getLogger("diplotone.service")
+
+Resource = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
+
+@asynccontextmanager
+async def serve_model(app: FastAPI) -> AsyncIterator[None]:
+    """Load the active model version, prove it can score, and run the batcher until shutdown."""
+    settings: Settings = app.state.settings
+    torch.set_num_threads(settings.model_threads)
+    registry = Registry(settings.models_dir)
+    slot = ModelSlot()
+    # Loading and probing are blocking model work: keep them off the event loop like every other model call.
+    await to_thread.run_sync(_load_active, registry, slot)
+    batcher = Batcher(
+        slot, batch_tokens=settings.batch_tokens, queue_size=settings.queue_size, metrics=app.state.metrics
+    )
+    app.state.metrics.watch(lambda: batcher.depth, lambda: slot.probe.model_version if slot.ready else None)
+    app.state.registry, app.state.model_slot, app.state.batcher = registry, slot, batcher
+    batcher.start()
+    log.info("serving model %s from %s", slot.current().version, registry.root)
+    try:
+        yield
+    finally:
+        await to_thread.run_sync(batcher.stop)
+
+
+RESOURCES: list[Resource] = [serve_model]
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Open every resource in order; a failure stops start-up with its own error (startup fails loudly)."""
+    async with AsyncExitStack() as stack:
+        for resource in RESOURCES:
+            await stack.enter_async_context(resource(app))
+        yield
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the diplotone API; ``settings`` default to the environment (``DIPLOTONE_*``)."""
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="diplotone",
+        summary="How effusive is a diplomatic message? Scores 0-100 with explanations.",
+        version=_version(),
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = Metrics()
+    app.dependency_overrides[get_settings] = lambda: settings
+    install_error_handlers(app)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    for router in ROUTERS:
+        app.include_router(router)
+    return app
+
+
+def _load_active(registry: Registry, slot: ModelSlot) -> None:
+    registry.seed()  # first start: install the shipped versions and activate the newest
+    slot.swap(Scorer.from_pretrained(registry.active_path()))
+
+
+def _version() -> str:
+    try:
+        return version("diplotone")
+    except PackageNotFoundError:
+        return "0+unknown"

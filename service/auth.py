@@ -1,0 +1,108 @@
+"""FastAPI dependencies that demand an API key of a scope: ``LabelKey``, ``AdminKey`` and the scoring gate.
+
+A key travels as ``Authorization: Bearer dpt_…`` or ``X-API-Key: dpt_…``. No key or an unknown one: 401; a key whose
+scope is below the route's: 403. Scopes and the key format are described in ``service.keys``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from starlette import status
+
+from service.errors import ServiceError
+from service.keys import KeyVerifier, Principal, key_id_of
+from service.settings import Settings, get_settings
+from service.store.deps import SessionDep
+
+_bearer = HTTPBearer(auto_error=False, description="an API key: `Authorization: Bearer dpt_<id>_<secret>`")
+_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="an API key: `X-API-Key: dpt_<id>_<secret>`")
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="diplotone"'}
+
+
+class MissingKey(ServiceError):
+    status = status.HTTP_401_UNAUTHORIZED
+    slug, title = "api-key-missing", "API key missing"
+
+    def __init__(self, required: str) -> None:
+        super().__init__(f"this route needs an API key with scope '{required}'; expected an 'Authorization: Bearer "
+                         "dpt_…' or 'X-API-Key: dpt_…' header, found neither", headers=_CHALLENGE, required=required)
+
+
+class UnknownKey(ServiceError):
+    status = status.HTTP_401_UNAUTHORIZED
+    slug, title = "api-key-unknown", "API key not recognised"
+
+    def __init__(self, token: str) -> None:
+        key_id = key_id_of(token)
+        found = f"key id {key_id}" if key_id else "a value not of the form dpt_<16 hex digits>_<43 characters>"
+        super().__init__(f"the API key is not valid (unknown, revoked or wrong secret); found {found}",
+                         headers=_CHALLENGE)
+
+
+class ScopeTooLow(ServiceError):
+    status = status.HTTP_403_FORBIDDEN
+    slug, title = "api-key-scope", "API key lacks the scope"
+
+    def __init__(self, principal: Principal, required: str) -> None:
+        super().__init__(f"this route needs scope '{required}' or above; key {principal.key_id} has scope "
+                         f"'{principal.scope}'", required=required, found=principal.scope)
+
+
+def get_key_verifier(request: Request) -> KeyVerifier:
+    """The app's key verifier (made at startup); one per app so that tests never share a memory of keys."""
+    verifier: KeyVerifier | None = getattr(request.app.state, "key_verifier", None)
+    if verifier is None:
+        verifier = request.app.state.key_verifier = KeyVerifier()
+    return verifier
+
+
+def _presented_key(
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    header: Annotated[str | None, Depends(_header)],
+) -> str | None:
+    return bearer.credentials if bearer is not None else header
+
+
+def require_scope(required: str) -> Callable[..., Principal]:
+    """A dependency that returns the caller's ``Principal`` if its key has ``required`` scope (or above)."""
+
+    def dependency(
+        token: Annotated[str | None, Depends(_presented_key)],
+        session: SessionDep,
+        verifier: Annotated[KeyVerifier, Depends(get_key_verifier)],
+    ) -> Principal:
+        if not token:
+            raise MissingKey(required)
+        principal = verifier.verify(session, token)
+        if principal is None:
+            raise UnknownKey(token)
+        if not principal.allows(required):
+            raise ScopeTooLow(principal, required)
+        return principal
+
+    dependency.__name__ = f"require_{required}_scope"
+    return dependency
+
+
+_require_score = require_scope("score")
+
+
+def score_access(
+    settings: Annotated[Settings, Depends(get_settings)],
+    token: Annotated[str | None, Depends(_presented_key)],
+    session: SessionDep,
+    verifier: Annotated[KeyVerifier, Depends(get_key_verifier)],
+) -> Principal | None:
+    """Open scoring unless ``score_requires_key``; then a key of any scope (``score`` is the lowest)."""
+    if not settings.score_requires_key:
+        return None
+    return _require_score(token, session, verifier)
+
+
+LabelKey = Annotated[Principal, Depends(require_scope("label"))]
+AdminKey = Annotated[Principal, Depends(require_scope("admin"))]
+ScoreAccess = Annotated[Principal | None, Depends(score_access)]

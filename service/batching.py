@@ -1,0 +1,234 @@
+"""Micro-batching: concurrent scoring requests share model calls, and the model never runs on the event loop.
+
+One dedicated worker thread loops: wait until something is queued, take everything queued (oldest first) up to
+``batch_tokens`` estimated tokens, score it in one ``Scorer.score`` call, hand each request its slice. There is no fixed
+wait to gather a batch: a lone request is scored at once, and whatever arrives while the model is busy forms the next
+batch, so batches grow exactly when load does.
+
+Back-pressure and abandonment:
+
+- the queue holds at most ``queue_size`` texts; ``submit`` raises ``QueueFull`` (429) beyond that, with a Retry-After
+  estimated from recent throughput. A request larger than the whole queue is still taken when the queue is empty, so
+  every request within ``max_texts`` can be served;
+- a request whose future is cancelled (its client went away, or it timed out) leaves the queue at once and is skipped
+  if the worker already took it;
+- a request whose deadline passed while queued is failed with ``DeadlineExceeded`` (503) instead of scored.
+
+Futures are resolved on their own event loop through ``call_soon_threadsafe``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, overload
+
+from model import Scorer, ScoreResult
+from service.errors import DeadlineExceeded, NotReady, QueueFull
+from service.metrics import Metrics
+from service.model_slot import ModelSlot
+
+T = TypeVar("T")
+Finish = Callable[[Scorer, list[ScoreResult]], T]
+
+log = logging.getLogger("diplotone.batching")
+
+
+def estimate_tokens(text: str) -> int:
+    """A cheap token count for budgeting (~4 characters a word piece, plus [CLS] and [SEP])."""
+    return len(text) // 4 + 2
+
+
+def keep_results(scorer: Scorer, results: list[ScoreResult]) -> list[ScoreResult]:
+    """The default ``finish``: the score results themselves."""
+    return results
+
+
+@dataclass(eq=False)
+class _Job:
+    texts: list[str]
+    finish: Finish[Any]
+    future: asyncio.Future[Any]
+    loop: asyncio.AbstractEventLoop
+    deadline: float  # time.monotonic() seconds
+    timeout_s: float
+    tokens: int = field(init=False)
+    abandoned: bool = False  # set on the event loop when the future is cancelled; read by the worker
+
+    def __post_init__(self) -> None:
+        self.tokens = sum(estimate_tokens(text) for text in self.texts)
+
+
+class Batcher:
+    """Gathers scoring requests into model batches on a dedicated thread.
+
+    >>> batcher = Batcher(slot, batch_tokens=8192, queue_size=256); batcher.start()  # doctest: +SKIP
+    >>> results = await batcher.submit(["Dear friend ..."], timeout_s=30)  # doctest: +SKIP
+    """
+
+    def __init__(self, slot: ModelSlot, *, batch_tokens: int, queue_size: int, metrics: Metrics | None = None) -> None:
+        self.slot = slot
+        self.batch_tokens = batch_tokens
+        self.queue_size = queue_size
+        self.metrics = metrics
+        self._queue: deque[_Job] = deque()
+        self._depth = 0  # texts in the queue
+        self._changed = threading.Condition()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._seconds_per_text = 0.05  # moving average, seeds Retry-After before the first batch
+
+    @property
+    def depth(self) -> int:
+        """Texts waiting for the model."""
+        return self._depth
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and not self._stopping
+
+    def start(self) -> None:
+        """Start the worker thread."""
+        self._stopping = False
+        self._thread = threading.Thread(target=self._work, name="diplotone-batcher", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Finish the batch in flight, fail what is still queued with ``NotReady``, and end the worker."""
+        with self._changed:
+            self._stopping = True
+            left, self._depth = list(self._queue), 0
+            self._queue.clear()
+            self._changed.notify_all()
+        for job in left:
+            _settle(job, error=NotReady("the service is shutting down; the request was not scored"))
+        if self._thread is not None:
+            self._thread.join()
+
+    @overload
+    def submit(self, texts: Sequence[str], *, timeout_s: float) -> asyncio.Future[list[ScoreResult]]: ...
+
+    @overload
+    def submit(self, texts: Sequence[str], finish: Finish[T], *, timeout_s: float) -> asyncio.Future[T]: ...
+
+    def submit(
+        self, texts: Sequence[str], finish: Finish[Any] = keep_results, *, timeout_s: float
+    ) -> asyncio.Future[Any]:
+        """Queue ``texts`` for scoring; the future gets ``finish(scorer, results)``, computed on the worker thread.
+
+        Call from the event loop. Raises ``QueueFull`` when the queue has no room and ``NotReady`` when stopped.
+        Cancelling the future withdraws the request.
+        """
+        loop = asyncio.get_running_loop()
+        job = _Job(list(texts), finish, loop.create_future(), loop, time.monotonic() + timeout_s, timeout_s)
+        with self._changed:
+            if not self.running:
+                raise NotReady("the scoring worker is not running")
+            if self._depth and self._depth + len(job.texts) > self.queue_size:
+                raise QueueFull(self._depth, len(job.texts), self.queue_size, self._retry_after())
+            self._queue.append(job)
+            self._depth += len(job.texts)
+            self._changed.notify()
+        job.future.add_done_callback(lambda future: self._withdraw(job) if future.cancelled() else None)
+        return job.future
+
+    def _withdraw(self, job: _Job) -> None:
+        job.abandoned = True
+        with self._changed:
+            if job in self._queue:
+                self._queue.remove(job)
+                self._depth -= len(job.texts)
+                self._count_dropped("cancelled")
+
+    def _retry_after(self) -> int:
+        return max(1, math.ceil(self._seconds_per_text * self._depth))
+
+    def _work(self) -> None:
+        while (batch := self._next_batch()) is not None:
+            live = [job for job in batch if self._still_wanted(job)]
+            if live:
+                self._run(live)
+
+    def _next_batch(self) -> list[_Job] | None:
+        """Block until something is queued; take the oldest jobs up to the token budget (always at least one)."""
+        with self._changed:
+            while not self._queue and not self._stopping:
+                self._changed.wait()
+            if self._stopping:
+                return None
+            batch: list[_Job] = []
+            tokens = 0
+            while self._queue and (not batch or tokens + self._queue[0].tokens <= self.batch_tokens):
+                job = self._queue.popleft()
+                self._depth -= len(job.texts)
+                batch.append(job)
+                tokens += job.tokens
+            return batch
+
+    def _still_wanted(self, job: _Job) -> bool:
+        if job.abandoned:
+            self._count_dropped("cancelled")
+            return False
+        if time.monotonic() > job.deadline:
+            self._count_dropped("deadline")
+            _settle(job, error=DeadlineExceeded(job.timeout_s))
+            return False
+        return True
+
+    def _run(self, batch: list[_Job]) -> None:
+        texts = [text for job in batch for text in job.texts]
+        started = time.perf_counter()
+        try:
+            scorer = self.slot.current()  # read once: the batch runs on one model even if a swap lands meanwhile
+            results = scorer.score(texts, batch_tokens=self.batch_tokens)
+        except Exception as error:
+            if len(batch) == 1:
+                _settle(batch[0], error=error)
+            else:
+                # One bad request must not fail the others it happened to share a batch with.
+                log.warning("a batch of %d requests failed (%s); scoring them one by one", len(batch), error)
+                for job in batch:
+                    self._run([job])
+            return
+        self._observe(len(texts), sum(job.tokens for job in batch), time.perf_counter() - started)
+        cursor = 0
+        for job in batch:
+            mine = results[cursor : cursor + len(job.texts)]
+            cursor += len(job.texts)
+            try:
+                _settle(job, value=job.finish(scorer, mine))
+            except Exception as error:
+                _settle(job, error=error)
+
+    def _observe(self, texts: int, tokens: int, seconds: float) -> None:
+        self._seconds_per_text = 0.8 * self._seconds_per_text + 0.2 * seconds / texts
+        if self.metrics is not None:
+            self.metrics.batch_texts.observe(texts)
+            self.metrics.batch_tokens.observe(tokens)
+            self.metrics.batch_seconds.observe(seconds)
+
+    def _count_dropped(self, reason: str) -> None:
+        if self.metrics is not None:
+            self.metrics.dropped.labels(reason).inc()
+
+
+def _settle(job: _Job, *, value: Any = None, error: BaseException | None = None) -> None:
+    """Resolve ``job``'s future on its own loop (futures are not thread-safe)."""
+
+    def resolve() -> None:
+        if job.future.done():  # cancelled meanwhile: nobody is waiting
+            return
+        if error is not None:
+            job.future.set_exception(error)
+        else:
+            job.future.set_result(value)
+
+    with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is waiting either
+        job.loop.call_soon_threadsafe(resolve)

@@ -1,0 +1,219 @@
+"""Every error the API returns, as ``application/problem+json`` (RFC 9457), mapped in this one place.
+
+Domain errors come from ``model.errors``; the service adds its own (``ServiceError`` and subclasses) for limits and
+back-pressure. ``install_error_handlers`` registers one handler for all of them, for FastAPI's request validation
+errors, for Starlette's HTTP errors and for anything unexpected (a 500 that carries no stack trace).
+
+A problem body reads::
+
+    {"type": "urn:diplotone:problem:text-too-long", "title": "Text too long", "status": 413,
+     "detail": "texts[2] has 20001 characters; the limit is 20000", "instance": "/v1/score",
+     "length": 20001, "limit": 20000}
+
+``type`` is a ``urn:diplotone:problem:<slug>`` for diplotone's own problems and ``about:blank`` for plain HTTP ones
+(an unknown path, a wrong method), where ``title`` is the HTTP reason phrase as RFC 9457 asks.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette import status
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from model.errors import ArtifactCorrupt, DiplotoneError, EmptyInput, InputTooLong, UnknownVersion
+
+PROBLEM_JSON = "application/problem+json"
+STATUS_CLIENT_CLOSED = 499  # nginx's "client closed request": logged and counted, never seen by the gone client
+
+log = logging.getLogger("diplotone.service")
+
+
+class ServiceError(Exception):
+    """An error of the service itself (a limit, back-pressure, readiness); carries its own HTTP status."""
+
+    status: int = status.HTTP_500_INTERNAL_SERVER_ERROR
+    slug: str = "internal-error"
+    title: str = "Internal server error"
+
+    def __init__(self, detail: str, *, headers: Mapping[str, str] | None = None, **extensions: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.headers = dict(headers or {})
+        self.extensions = extensions
+
+
+class TooManyTexts(ServiceError):
+    """A /v1/score request holds more texts than ``max_texts``: 413, like a text over ``max_chars``."""
+
+    status = status.HTTP_413_CONTENT_TOO_LARGE
+    slug, title = "too-many-texts", "Too many texts"
+
+    def __init__(self, count: int, limit: int) -> None:
+        super().__init__(f"texts has {count} items; the limit is {limit} per request", count=count, limit=limit)
+
+
+class TextTooLong(InputTooLong):
+    """``InputTooLong`` that also names which text of the request was too long."""
+
+    def __init__(self, field: str, length: int, limit: int) -> None:
+        super().__init__(length, limit)
+        self.field = field
+        self.args = (f"{field} has {length} characters; the limit is {limit}",)
+
+
+class QueueFull(ServiceError):
+    """The scoring queue holds as many texts as it may; the client should retry after ``retry_after`` seconds."""
+
+    status = status.HTTP_429_TOO_MANY_REQUESTS
+    slug, title = "overloaded", "Too many requests"
+
+    def __init__(self, queued: int, incoming: int, limit: int, retry_after: int) -> None:
+        super().__init__(
+            f"the scoring queue holds {queued} texts and this request adds {incoming}; the limit is {limit}. "
+            f"Retry after {retry_after} s",
+            headers={"Retry-After": str(retry_after)},
+            queued=queued,
+            limit=limit,
+            retry_after=retry_after,
+        )
+
+
+class NotReady(ServiceError):
+    """No model is serving (starting up, shutting down): 503."""
+
+    status = status.HTTP_503_SERVICE_UNAVAILABLE
+    slug, title = "not-ready", "Service not ready"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, headers={"Retry-After": "5"})
+
+
+class DeadlineExceeded(ServiceError):
+    """A scoring request waited longer than ``request_timeout_s``: 503."""
+
+    status = status.HTTP_503_SERVICE_UNAVAILABLE
+    slug, title = "deadline-exceeded", "Deadline exceeded"
+
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(f"the request was not scored within its deadline of {timeout_s:g} s", timeout_s=timeout_s)
+
+
+class ClientGone(ServiceError):
+    """The client disconnected before its texts were scored; the work was dropped."""
+
+    status = STATUS_CLIENT_CLOSED
+    slug, title = "client-closed-request", "Client closed request"
+
+    def __init__(self) -> None:
+        super().__init__("the client disconnected before its texts were scored; they were dropped unscored")
+
+
+@dataclass(frozen=True)
+class _Mapping:
+    status: int
+    slug: str
+    title: str
+
+
+# Domain errors of model/, most specific first (a subclass before its base).
+_DOMAIN: tuple[tuple[type[DiplotoneError], _Mapping], ...] = (
+    (InputTooLong, _Mapping(status.HTTP_413_CONTENT_TOO_LARGE, "text-too-long", "Text too long")),
+    (EmptyInput, _Mapping(status.HTTP_422_UNPROCESSABLE_CONTENT, "empty-text", "Empty text")),
+    (UnknownVersion, _Mapping(status.HTTP_404_NOT_FOUND, "unknown-model-version", "Unknown model version")),
+    # A corrupt artifact met while serving is the server's fault, not the caller's.
+    (ArtifactCorrupt, _Mapping(status.HTTP_500_INTERNAL_SERVER_ERROR, "model-artifact-corrupt", "Model corrupt")),
+    (DiplotoneError, _Mapping(status.HTTP_422_UNPROCESSABLE_CONTENT, "invalid-input", "Invalid input")),
+)
+
+
+def problem(
+    request: Request,
+    status_code: int,
+    title: str,
+    detail: str,
+    *,
+    slug: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    **extensions: Any,
+) -> JSONResponse:
+    """A problem+json response; ``slug`` None gives ``type: about:blank``."""
+    body = {
+        "type": f"urn:diplotone:problem:{slug}" if slug else "about:blank",
+        "title": title,
+        "status": status_code,
+        "detail": detail,
+        "instance": request.url.path,
+        **extensions,
+    }
+    return JSONResponse(body, status_code=status_code, headers=dict(headers or {}), media_type=PROBLEM_JSON)
+
+
+def to_problem(request: Request, exc: Exception) -> JSONResponse:
+    """The one handler: map any exception to its problem response."""
+    if isinstance(exc, ServiceError):
+        return problem(request, exc.status, exc.title, exc.detail, slug=exc.slug, headers=exc.headers, **exc.extensions)
+    if isinstance(exc, DiplotoneError):
+        return _domain_problem(request, exc)
+    if isinstance(exc, RequestValidationError):
+        return _validation_problem(request, exc)
+    if isinstance(exc, StarletteHTTPException):
+        return problem(request, exc.status_code, _phrase(exc.status_code), str(exc.detail), headers=exc.headers)
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return problem(
+        request,
+        status.HTTP_500_INTERNAL_SERVER_ERROR,
+        "Internal server error",
+        "an unexpected error occurred; it has been logged",
+        slug="internal-error",
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Route every error of ``app`` through ``to_problem``."""
+    for kind in (ServiceError, DiplotoneError, RequestValidationError, StarletteHTTPException, Exception):
+        app.add_exception_handler(kind, to_problem)
+
+
+def _domain_problem(request: Request, exc: DiplotoneError) -> JSONResponse:
+    mapping = next(m for kind, m in _DOMAIN if isinstance(exc, kind))
+    extensions: dict[str, Any] = {}
+    if isinstance(exc, InputTooLong):
+        extensions = {"length": exc.length, "limit": exc.limit}
+        if isinstance(exc, TextTooLong):
+            extensions["field"] = exc.field
+    if mapping.status >= 500:
+        log.error("model error on %s: %s", request.url.path, exc)
+    return problem(request, mapping.status, mapping.title, str(exc), slug=mapping.slug, **extensions)
+
+
+def _validation_problem(request: Request, exc: RequestValidationError) -> JSONResponse:
+    # The offending input is left out: it may be a 20,000-character text, and echoing it helps no one.
+    errors = [
+        {"field": ".".join(str(part) for part in error["loc"]), "message": error["msg"], "type": error["type"]}
+        for error in exc.errors()
+    ]
+    listed = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+    noun = "field is" if len(errors) == 1 else "fields are"
+    return problem(
+        request,
+        status.HTTP_422_UNPROCESSABLE_CONTENT,
+        "Invalid request",
+        f"{len(errors)} {noun} invalid: {listed}",
+        slug="invalid-request",
+        errors=errors,
+    )
+
+
+def _phrase(status_code: int) -> str:
+    try:
+        return HTTPStatus(status_code).phrase
+    except ValueError:
+        return "Error"

@@ -1,0 +1,398 @@
+"""Request and response bodies of the scoring, health and info routes, named for their direction.
+
+Shapes (decided here, shown in OpenAPI with examples):
+
+- ``POST /v1/score`` with ``{"text": ...}`` answers one ``ScoreResponse``: the result of DESIGN.md ("Scoring
+  result") plus the request's ``id``, ``sender``, ``recipient``, ``date`` and ``occasion`` echoed back (``null`` where
+  not given).
+- ``POST /v1/score`` with ``{"texts": [...]}`` answers ``{"results": [...]}``, one such object per text, in order.
+  An item is a string or an object with its own ``text`` and metadata; the top-level ``sender``, ``recipient``,
+  ``date`` and ``occasion`` are defaults for the items that do not set their own. A top-level ``id`` only goes with
+  ``text`` (each item of ``texts`` carries its own).
+- ``POST /v1/compare`` takes ``{"a": ..., "b": ...}``, each a string or an object like an item of ``texts``, and
+  answers the Comparison of DESIGN.md with ``a`` and ``b`` as scored texts (metadata echoed).
+
+Unknown fields are refused (a misspelt ``txt`` is an error, not a silently empty request).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from model.errors import check_text
+
+
+def _has_words(text: str) -> str:
+    return check_text(text)  # EmptyInput is a ValueError: pydantic turns it into a 422 naming the field
+
+
+Text = Annotated[
+    str,
+    AfterValidator(_has_words),
+    Field(description="the message, plain text; longer than the model's window is fine (it is split by sentence)"),
+]
+
+# ---------------------------------------------------------------------------------------------------------- examples
+
+KIM_TO_PUTIN = (
+    "Dear Comrade President, I extend my warmest congratulations on Russia Day. "
+    "The invincible friendship between our peoples grows stronger year by year."
+)
+NOTE_OF_PROTEST = "The Ministry has received your letter. We firmly reject the statement and its interference."
+
+RESULT_EXAMPLE: dict[str, Any] = {
+    "score": 84.6,
+    "band": "effusive",
+    "interval": [72.6, 96.6],
+    "sentences": [
+        {"start": 0, "end": 21, "text": "Dear Comrade President,", "score": 71.3, "contribution": 1.2},
+        {
+            "start": 22,
+            "end": 75,
+            "text": "I extend my warmest congratulations on Russia Day.",
+            "score": 78.9,
+            "contribution": 2.7,
+        },
+        {
+            "start": 76,
+            "end": 150,
+            "text": "The invincible friendship between our peoples grows stronger year by year.",
+            "score": 88.4,
+            "contribution": 5.1,
+        },
+    ],
+    "markers": [
+        {"kind": "friendship", "start": 5, "end": 12, "text": "Comrade"},
+        {"kind": "superlative", "start": 34, "end": 41, "text": "warmest"},
+        {"kind": "superlative", "start": 80, "end": 90, "text": "invincible"},
+        {"kind": "friendship", "start": 91, "end": 101, "text": "friendship"},
+    ],
+    "model_version": "2026-11-30-lora-3f9a2c",
+}
+METADATA_EXAMPLE: dict[str, Any] = {
+    "id": "kp-ru-2026-06-12",
+    "sender": "Kim Jong Un",
+    "recipient": "Vladimir Putin",
+    "date": "2026-06-12",
+    "occasion": "Russia Day",
+}
+NO_METADATA: dict[str, Any] = {"id": None, "sender": None, "recipient": None, "date": None, "occasion": None}
+SCORE_EXAMPLE: dict[str, Any] = {**RESULT_EXAMPLE, **METADATA_EXAMPLE}
+SCORE_BATCH_EXAMPLE: dict[str, Any] = {"results": [{**RESULT_EXAMPLE, **NO_METADATA}]}
+
+SCORE_REQUEST_EXAMPLES: dict[str, dict[str, Any]] = {
+    "one text": {"summary": "One text", "value": {"text": KIM_TO_PUTIN}},
+    "one text with metadata": {
+        "summary": "One text, metadata echoed back",
+        "value": {"text": KIM_TO_PUTIN, **METADATA_EXAMPLE},
+    },
+    "several texts": {
+        "summary": "Several texts: strings, or objects with their own metadata",
+        "value": {
+            "sender": "Kim Jong Un",
+            "texts": [
+                KIM_TO_PUTIN,
+                {
+                    "id": "note-17",
+                    "text": NOTE_OF_PROTEST,
+                    "recipient": "Japan",
+                    "date": "2026-03-01",
+                    "occasion": "protest",
+                },
+            ],
+        },
+    },
+}
+COMPARE_REQUEST_EXAMPLES: dict[str, dict[str, Any]] = {
+    "two texts": {
+        "summary": "Last year's message against this year's",
+        "value": {"a": KIM_TO_PUTIN, "b": NOTE_OF_PROTEST},
+    },
+    "two texts with metadata": {
+        "summary": "With metadata on each side",
+        "value": {
+            "a": {"text": KIM_TO_PUTIN, "date": "2025-06-12", "occasion": "Russia Day"},
+            "b": {"text": NOTE_OF_PROTEST, "date": "2026-06-12", "occasion": "Russia Day"},
+        },
+    },
+}
+
+# ------------------------------------------------------------------------------------------------------------ requests
+
+
+class Metadata(BaseModel):
+    """What the caller knows about a message; echoed back untouched, never used to score it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str | None = Field(default=None, max_length=200, description="the caller's id for the text")
+    sender: str | None = Field(default=None, max_length=200)
+    recipient: str | None = Field(default=None, max_length=200)
+    date: dt.date | None = Field(default=None, description="YYYY-MM-DD")
+    occasion: str | None = Field(default=None, max_length=200)
+
+    def echo(self) -> dict[str, Any]:
+        return self.model_dump(include={"id", "sender", "recipient", "date", "occasion"})
+
+
+class TextItem(Metadata):
+    """One text with its own metadata."""
+
+    text: Text
+
+
+def _object_from_string(value: object) -> object:
+    return {"text": value} if isinstance(value, str) else value
+
+
+# A bare string is shorthand for {"text": ...}; converting it first gives errors one location ("texts.3.text").
+Item = Annotated[TextItem, BeforeValidator(_object_from_string, json_schema_input_type=str | TextItem)]
+
+
+class ScoreRequest(Metadata):
+    """Exactly one of ``text`` or ``texts``; at most ``max_texts`` texts (413 beyond)."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [SCORE_REQUEST_EXAMPLES["one text"]["value"]]}
+    )
+
+    text: Text | None = None
+    texts: list[Item] | None = Field(default=None, min_length=1, description="strings or objects")
+
+    @model_validator(mode="after")
+    def _one_of_text_or_texts(self) -> ScoreRequest:
+        if (self.text is None) == (self.texts is None):
+            found = "both" if self.text is not None else "neither"
+            raise ValueError(f"expected exactly one of 'text' or 'texts'; found {found}")
+        if self.texts is not None and self.id is not None:
+            raise ValueError("a top-level 'id' names the single 'text'; with 'texts', give each item its own id")
+        return self
+
+    @property
+    def single(self) -> bool:
+        return self.text is not None
+
+    def items(self) -> list[TextItem]:
+        """Every text to score with its metadata, top-level fields filling in what an item leaves unset."""
+        if self.text is not None:
+            return [TextItem(text=self.text, **self.echo())]
+        defaults = self.model_dump(include={"sender", "recipient", "date", "occasion"}, exclude_none=True)
+        items = []
+        for item in self.texts or []:
+            unset = {key: value for key, value in defaults.items() if getattr(item, key) is None}
+            items.append(item.model_copy(update=unset))
+        return items
+
+
+class CompareRequest(BaseModel):
+    """Two messages; ``delta`` is b minus a."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [COMPARE_REQUEST_EXAMPLES["two texts"]["value"]]}
+    )
+
+    a: Item
+    b: Item
+
+
+# ----------------------------------------------------------------------------------------------------------- responses
+
+
+class SentenceOut(BaseModel):
+    start: int = Field(description="character offset in the text")
+    end: int
+    text: str
+    score: float = Field(description="the sentence scored on its own, 0-100")
+    contribution: float = Field(description="how far the message score drops when this sentence is removed")
+
+
+class MarkerOut(BaseModel):
+    kind: str = Field(description="friendship, superlative, personal_praise, shared_history, wishes, commitment, ...")
+    start: int
+    end: int
+    text: str
+
+
+class ScoredText(BaseModel):
+    """A scoring result (DESIGN.md) with the text's metadata echoed back."""
+
+    score: float = Field(ge=0, le=100, description="0 = cold ... 100 = effusive")
+    band: str = Field(description="cold, formal, cordial, warm or effusive")
+    interval: tuple[float, float] = Field(description="calibrated 90% interval around the score")
+    sentences: list[SentenceOut]
+    markers: list[MarkerOut]
+    model_version: str
+    id: str | None = None
+    sender: str | None = None
+    recipient: str | None = None
+    date: dt.date | None = None
+    occasion: str | None = None
+
+
+class ScoreResponse(ScoredText):
+    """The answer to ``{"text": ...}``."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [SCORE_EXAMPLE]})
+
+
+class ScoreBatchResponse(BaseModel):
+    """The answer to ``{"texts": [...]}``: one result per text, in request order."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [SCORE_BATCH_EXAMPLE]})
+
+    results: list[ScoredText]
+
+
+class MarkerChangeOut(BaseModel):
+    kind: str
+    label: str
+    a: int = Field(description="count in a")
+    b: int = Field(description="count in b")
+
+
+class ExplanationOut(BaseModel):
+    markers: list[MarkerChangeOut]
+    only_in_a: list[SentenceOut] = Field(description="sentences of a with no close counterpart in b")
+    only_in_b: list[SentenceOut] = Field(description="sentences of b with no close counterpart in a")
+    summary: list[str] = Field(description="lines an analyst can quote")
+
+
+COMPARE_EXAMPLE: dict[str, Any] = {
+    "a": {**RESULT_EXAMPLE, **NO_METADATA},
+    "b": {
+        **RESULT_EXAMPLE,
+        "score": 12.5,
+        "band": "cold",
+        "interval": [0.5, 24.5],
+        "markers": [],
+        "sentences": [{"start": 0, "end": 84, "text": NOTE_OF_PROTEST, "score": 12.5, "contribution": 0.0}],
+        **NO_METADATA,
+    },
+    "delta": -72.1,
+    "p_b_warmer": 0.0,
+    "explanation": {
+        "markers": [{"kind": "friendship", "label": "friendship references", "a": 2, "b": 0}],
+        "only_in_a": RESULT_EXAMPLE["sentences"][2:],
+        "only_in_b": [],
+        "summary": ["B scores 12.5 (cold) against 84.6 (effusive) for A: cooler.", "friendship references: 2 → 0"],
+    },
+}
+
+
+class CompareResponse(BaseModel):
+    """Both results, ``delta = b.score - a.score``, ``p_b_warmer`` and an explanation."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [COMPARE_EXAMPLE]})
+
+    a: ScoredText
+    b: ScoredText
+    delta: float
+    p_b_warmer: float = Field(ge=0, le=1)
+    explanation: ExplanationOut
+
+
+class Limits(BaseModel):
+    max_texts: int = Field(description="texts per /v1/score request (413 beyond)")
+    max_chars: int = Field(description="characters per text (413 beyond)")
+    batch_tokens: int = Field(description="estimated tokens per model batch")
+    queue_size: int = Field(description="texts waiting for the model before 429")
+    request_timeout_s: float = Field(description="deadline of a scoring request (503 beyond)")
+    window_tokens: int = Field(description="the model's window; longer texts are split by sentence, never truncated")
+
+
+class Band(BaseModel):
+    name: str
+    low: float
+    high: float
+
+
+INFO_EXAMPLE: dict[str, Any] = {
+    "model_version": "2026-11-30-lora-3f9a2c",
+    "test_metrics": {"spearman": 0.81, "mae": 8.9, "pairwise_accuracy": 0.88, "interval_coverage": 0.91},
+    "interval_coverage": 0.9,
+    "limits": {
+        "max_texts": 64,
+        "max_chars": 20000,
+        "batch_tokens": 8192,
+        "queue_size": 256,
+        "request_timeout_s": 30.0,
+        "window_tokens": 256,
+    },
+    "bands": [
+        {"name": "cold", "low": 0.0, "high": 20.0},
+        {"name": "formal", "low": 20.0, "high": 40.0},
+        {"name": "cordial", "low": 40.0, "high": 60.0},
+        {"name": "warm", "low": 60.0, "high": 80.0},
+        {"name": "effusive", "low": 80.0, "high": 100.0},
+    ],
+}
+
+
+class InfoResponse(BaseModel):
+    """What is being served: the model version, its test figures, the limits and the bands."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [INFO_EXAMPLE]})
+
+    model_version: str
+    test_metrics: dict[str, float] = Field(description="the version's figures on the fixed test split")
+    interval_coverage: float = Field(description="the coverage the intervals are calibrated for")
+    limits: Limits
+    bands: list[Band]
+
+
+READY_EXAMPLE: dict[str, Any] = {"status": "ready", "model_version": "2026-11-30-lora-3f9a2c", "probe_score": 71.2}
+
+
+class HealthResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"status": "alive"}]})
+
+    status: str = "alive"
+
+
+class ReadyResponse(BaseModel):
+    """Ready: the served model has scored the probe text."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [READY_EXAMPLE]})
+
+    status: str = "ready"
+    model_version: str
+    probe_score: float
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem; some carry more members (``limit``, ``length``, ``errors``, ``retry_after`` ...)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str
+
+
+def problem_example(
+    status: int, slug: str, title: str, detail: str, instance: str = "/v1/score", **extra: Any
+) -> dict[str, Any]:
+    """An OpenAPI ``responses`` entry for a problem status, under its own media type."""
+    body = {
+        "type": f"urn:diplotone:problem:{slug}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": instance,
+        **extra,
+    }
+    return {
+        "description": title,
+        "content": {"application/problem+json": {"schema": Problem.model_json_schema(), "example": body}},
+    }
+
+
+def ok_examples(**examples: Any) -> dict[int | str, dict[str, Any]]:
+    """An OpenAPI ``responses`` entry giving named examples of a route's 200 JSON body."""
+    named = {name.replace("_", " "): {"value": value} for name, value in examples.items()}
+    return {200: {"content": {"application/json": {"examples": named}}}}

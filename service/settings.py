@@ -1,0 +1,59 @@
+"""One settings class for the service, read from ``DIPLOTONE_*`` environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DIPLOTONE_", env_file=None, extra="ignore")
+
+    environment: Literal["development", "production"] = "development"
+    data_dir: Path = Path("var")  # SQLite file, model registry and training snapshots live here
+    database_url: SecretStr | None = None  # e.g. postgresql+psycopg://...; default: SQLite under data_dir
+
+    # Scoring limits
+    max_texts: int = Field(64, ge=1, description="texts per /v1/score request")
+    max_chars: int = Field(20_000, ge=1, description="characters per text")
+    # Batching and back-pressure
+    batch_tokens: int = Field(8192, ge=64, description="padded tokens per model call")
+    queue_size: int = Field(256, ge=1, description="texts waiting for the model before 429")
+    request_timeout_s: float = Field(30.0, gt=0, description="deadline of a scoring request before 503")
+    model_threads: int = Field(2, ge=1, description="torch threads of the model worker")
+    # Access
+    score_requires_key: bool = False
+    # Retraining
+    training_threads: int = Field(1, ge=1, description="torch threads of a retraining process")
+    base_model: str | None = None  # a local Hugging Face model folder; default: the packaged MiniLM
+    corpus_dir: Path | None = None  # the bundled messages.jsonl + pairs.jsonl; default: training/data of the package
+    training_epochs: int | None = Field(default=None, ge=1, description="override the recipe's epochs")
+    training_max_steps: int | None = Field(default=None, ge=1, description="cap the optimizer steps (smoke runs, tests)")
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_production(self) -> Settings:
+        if self.environment == "production" and not self.score_requires_key and self.database_url is None:
+            # An open scorer on a throwaway SQLite file is a development set-up; refuse it where it would surprise.
+            raise ValueError(
+                "environment=production needs DIPLOTONE_DATABASE_URL (found none) or DIPLOTONE_SCORE_REQUIRES_KEY=true"
+            )
+        return self
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
+        return f"sqlite:///{(self.data_dir / 'diplotone.db').resolve()}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,146 @@
+"""Guards on the labelled corpus in training/data/ (fast, offline)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter, defaultdict
+from itertools import combinations
+from pathlib import Path
+
+import pytest
+
+from model.bands import BAND_NAMES, band_of
+from training.corpus import DATA_DIR, load_corpus
+
+FIELDS = {"id": str, "text": str, "sender": str, "recipient": str, "date": str, "occasion": str, "language": str,
+          "score": float, "split": str, "group": str, "voice": str, "form": str, "source": str}
+PAIR_KINDS = {"year-over-year", "variant"}
+
+
+def _read(name: str) -> list[dict]:
+    return [json.loads(line) for line in (DATA_DIR / name).read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def messages() -> list[dict]:
+    return _read("messages.jsonl")
+
+
+@pytest.fixture(scope="module")
+def pairs() -> list[dict]:
+    return _read("pairs.jsonl")
+
+
+def test_messages_follow_the_schema(messages: list[dict]) -> None:
+    for record in messages:
+        for field, kind in FIELDS.items():
+            assert isinstance(record.get(field), kind if kind is not float else (int, float)), (record["id"], field)
+        assert 0 <= record["score"] <= 100, record["id"]
+        assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", record["date"]), record["id"]
+        assert record["split"] in ("train", "validation", "test"), record["id"]
+        assert record["language"] == "en"
+        assert "composed" in record["source"]
+
+
+def test_corpus_has_enough_distinct_messages(messages: list[dict]) -> None:
+    assert len(messages) >= 600
+    assert len({m["id"] for m in messages}) == len(messages)
+    assert len({m["text"] for m in messages}) == len(messages)
+
+
+def test_message_lengths_span_notes_to_long_letters(messages: list[dict]) -> None:
+    lengths = [len(m["text"].split()) for m in messages]
+    assert min(lengths) >= 28 and max(lengths) <= 600  # the pilot's shortest note has 28 words
+    assert sum(n <= 60 for n in lengths) >= 30 and sum(n >= 350 for n in lengths) >= 30
+
+
+def test_each_band_holds_at_least_12_percent(messages: list[dict]) -> None:
+    counts = Counter(band_of(m["score"]) for m in messages)
+    for band in BAND_NAMES:
+        assert counts[band] >= 0.12 * len(messages), (band, counts)
+
+
+def test_occasions_and_voices_are_varied(messages: list[dict]) -> None:
+    assert len({m["occasion"] for m in messages}) >= 10
+    assert len({m["voice"] for m in messages}) >= 8
+    assert Counter(m["form"] for m in messages)["agency_report"] >= 0.15 * len(messages)
+
+
+def test_every_voice_spans_at_least_three_bands(messages: list[dict]) -> None:
+    bands = defaultdict(set)
+    for m in messages:
+        bands[m["voice"]].add(band_of(m["score"]))
+    assert all(len(found) >= 3 for found in bands.values()), dict(bands)
+
+
+def test_no_two_messages_share_most_of_their_five_grams(messages: list[dict]) -> None:
+    grams = [_five_grams(m["text"]) for m in messages]
+    offenders = [
+        (messages[a]["id"], messages[b]["id"])
+        for a, b in combinations(range(len(messages)), 2)
+        if messages[a]["group"] != messages[b]["group"]
+        and len(grams[a] & grams[b]) > 0.6 * min(len(grams[a]), len(grams[b]))
+    ]
+    assert offenders == []
+
+
+def test_groups_never_straddle_splits(messages: list[dict]) -> None:
+    splits = defaultdict(set)
+    for m in messages:
+        splits[m["group"]].add(m["split"])
+    assert all(len(found) == 1 for found in splits.values())
+
+
+def test_splits_are_about_70_15_15(messages: list[dict]) -> None:
+    shares = {split: n / len(messages) for split, n in Counter(m["split"] for m in messages).items()}
+    assert abs(shares["train"] - 0.70) < 0.04
+    assert abs(shares["validation"] - 0.15) < 0.03
+    assert abs(shares["test"] - 0.15) < 0.03
+
+
+def test_pairs_reference_messages_and_agree_with_scores(messages: list[dict], pairs: list[dict]) -> None:
+    by_id = {m["id"]: m for m in messages}
+    for pair in pairs:
+        warmer, cooler = by_id[pair["warmer"]], by_id[pair["cooler"]]
+        assert warmer["score"] > cooler["score"], pair
+        assert warmer["group"] == cooler["group"], pair
+
+
+def test_pairs_are_many_and_include_subtle_and_wide_ones(messages: list[dict], pairs: list[dict]) -> None:
+    by_id = {m["id"]: m for m in messages}
+    gaps = [by_id[p["warmer"]]["score"] - by_id[p["cooler"]]["score"] for p in pairs]
+    assert len(pairs) >= 200
+    assert sum(p["kind"] in PAIR_KINDS for p in pairs) >= 150
+    assert sum(gap < 10 for gap in gaps) >= 50 and sum(gap >= 15 for gap in gaps) >= 50
+
+
+def test_series_pairs_share_sender_recipient_and_occasion(messages: list[dict], pairs: list[dict]) -> None:
+    by_id = {m["id"]: m for m in messages}
+    for pair in pairs:
+        warmer, cooler = by_id[pair["warmer"]], by_id[pair["cooler"]]
+        assert (warmer["sender"], warmer["recipient"], warmer["occasion"]) == (
+            cooler["sender"], cooler["recipient"], cooler["occasion"]), pair
+
+
+def test_corpus_loads_through_datasets() -> None:
+    corpus = load_corpus()
+    assert sum(len(corpus.split(s)) for s in ("train", "validation", "test")) == len(corpus.messages)
+    assert len(corpus.sha256) == 64
+
+
+def _five_grams(text: str) -> set[tuple[str, ...]]:
+    tokens = re.findall(r"[a-z0-9']+", text.lower())
+    return {tuple(tokens[i : i + 5]) for i in range(len(tokens) - 4)}
+
+
+def test_second_ratings_reference_messages(messages: list[dict]) -> None:
+    ids = {m["id"] for m in messages}
+    ratings = _read("ratings.jsonl")
+    assert len(ratings) >= 120
+    assert all(r["id"] in ids and 0 <= r["score"] <= 100 for r in ratings)
+
+
+def test_data_card_and_guide_exist() -> None:
+    for name in ("README.md", "GUIDE.md"):
+        assert (Path(DATA_DIR) / name).stat().st_size > 2000

@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from model.errors import ArtifactCorrupt, UnknownVersion
+from model.registry import Registry
+from tests.factories import make_tiny_version
+
+
+@pytest.fixture
+def shipped(tiny_base: Path, tmp_path: Path) -> Path:
+    folder = tmp_path / "shipped"
+    make_tiny_version(tiny_base, folder / "2026-01-01-lora-aaaaaa", version="2026-01-01-lora-aaaaaa")
+    return folder
+
+
+def test_seed_installs_and_activates_the_shipped_version(shipped: Path, tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "models")
+    registry.seed(shipped)
+    assert registry.active_version() == "2026-01-01-lora-aaaaaa"
+    assert registry.active_path() == tmp_path / "models" / "2026-01-01-lora-aaaaaa"
+
+
+def test_seed_keeps_an_existing_active_version(shipped: Path, tiny_base: Path, tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "models")
+    registry.seed(shipped)
+    newer = make_tiny_version(tiny_base, tmp_path / "newer", version="newer")
+    registry.install(newer, "2027-01-01-lora-bbbbbb")
+    registry.seed(shipped)
+    assert registry.active_version() == "2026-01-01-lora-aaaaaa"
+
+
+def test_activate_switches_and_lists_the_active_version(shipped: Path, tiny_base: Path, tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "models")
+    registry.seed(shipped)
+    registry.install(make_tiny_version(tiny_base, tmp_path / "b", version="b"), "b")
+    registry.activate("b")
+    assert [(v.version, v.active) for v in registry.versions()] == [("2026-01-01-lora-aaaaaa", False), ("b", True)]
+    registry.activate("2026-01-01-lora-aaaaaa")  # the rollback
+    assert registry.active_version() == "2026-01-01-lora-aaaaaa"
+
+
+def test_activate_unknown_version_names_the_known_ones(shipped: Path, tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "models")
+    registry.seed(shipped)
+    with pytest.raises(UnknownVersion, match="no model version 'nope'; the registry holds: 2026-01-01-lora-aaaaaa"):
+        registry.activate("nope")
+
+
+def test_activate_refuses_a_damaged_version_and_keeps_the_old(shipped: Path, tiny_base: Path, tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "models")
+    registry.seed(shipped)
+    path = registry.install(make_tiny_version(tiny_base, tmp_path / "c", version="c"), "c")
+    (path / "metrics.json").write_text("{}")
+    with pytest.raises(ArtifactCorrupt, match="metrics.json"):
+        registry.activate("c")
+    assert registry.active_version() == "2026-01-01-lora-aaaaaa"
+
+
+def test_interrupted_install_leaves_no_version(shipped: Path, tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "models")
+    registry.seed(shipped)
+    staging = tmp_path / "models" / ".half.xyz"  # what a crash mid-copy leaves behind
+    shutil.copytree(shipped / "2026-01-01-lora-aaaaaa", staging)
+    assert [v.version for v in registry.versions()] == ["2026-01-01-lora-aaaaaa"]
+    with pytest.raises(UnknownVersion):
+        registry.path(".half.xyz")

@@ -1,0 +1,142 @@
+"""The training pipeline on the tiny model: a short run learns and writes a version that loads."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model.calibration import Calibration
+from model.registry import Registry
+from model.scorer import Scorer
+from tests.factories import write_tiny_corpus
+from training.args import TrainArgs
+from training.corpus import load_corpus, load_snapshot
+from training.gate import gate
+from training.metrics import regression_metrics
+from training.pipeline import train
+
+
+@pytest.fixture(scope="module")
+def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_base: Path, tiny_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple:
+    registry = Registry(tmp_path_factory.mktemp("registry"))
+    args = TrainArgs(base=str(tiny_base), max_tokens=32, epochs=6, batch_groups=2, learning_rate=5e-3,
+                     head_learning_rate=2e-2, threads=1, patience=6)
+    return train(args, load_corpus(tiny_corpus), registry, log=lambda _: None), registry
+
+
+def test_short_training_run_lowers_the_loss(trained: tuple) -> None:
+    result, _ = trained
+    losses = json.loads((result.path / "training_args.json").read_text())["loss_history"]
+    assert len(losses) >= 4
+    assert np.mean([loss for _, loss in losses[-2:]]) < np.mean([loss for _, loss in losses[:2]])
+
+
+def test_trained_version_loads_and_scores_warm_above_cold(trained: tuple, tiny_corpus: Path) -> None:
+    result, registry = trained
+    scorer = Scorer.from_pretrained(registry.path(result.version))
+    corpus = load_corpus(tiny_corpus)
+    texts, scores = corpus.messages["text"], np.asarray(corpus.messages["score"])
+    predicted = scorer.predict(texts)
+    assert np.corrcoef(predicted, scores)[0, 1] > 0.5
+
+
+def test_version_folder_holds_the_registry_files(trained: tuple) -> None:
+    result, _ = trained
+    names = {p.name for p in result.path.iterdir()}
+    assert {"manifest.json", "metrics.json", "training_args.json", "calibration.json", "config.json", "base.json",
+            "head.safetensors", "adapter"} <= names
+    metrics = json.loads((result.path / "metrics.json").read_text())
+    assert set(metrics) >= {"test", "validation", "data_sha256"}
+    assert set(metrics["test"]) >= {"spearman", "pearson", "mae", "pairwise_accuracy", "band_accuracy",
+                                    "interval_coverage"}
+    manifest = json.loads((result.path / "manifest.json").read_text())
+    assert manifest["version"] == result.version and "head.safetensors" in manifest["files"]
+
+
+def test_lora_version_is_small(trained: tuple) -> None:
+    result, _ = trained
+    assert sum(p.stat().st_size for p in result.path.rglob("*") if p.is_file()) < 1_000_000
+
+
+def test_python_m_training_gates_and_writes_outcome(tiny_base: Path, tiny_corpus: Path, tmp_path: Path) -> None:
+    outcome = tmp_path / "outcome.json"
+    command = [sys.executable, "-m", "training", "--data", str(tiny_corpus), "--registry", str(tmp_path / "models"),
+               "--outcome", str(outcome), "--progress", str(tmp_path / "progress.json"), "--gate",
+               "--base", str(tiny_base), "--max-steps", "2"]
+    subprocess.run(command, check=True, capture_output=True, timeout=300)
+    result = json.loads(outcome.read_text())
+    progress = json.loads((tmp_path / "progress.json").read_text())
+    assert progress["max_steps"] == 2
+    registry = Registry(tmp_path / "models")
+    assert [v.version for v in registry.versions()] == [result["version"]]
+    # No active model yet: the gate judges coverage alone.
+    assert result["promoted"] == (registry.active_version() == result["version"])
+
+
+def test_snapshot_messages_without_split_never_land_in_test(tiny_corpus: Path, tmp_path: Path) -> None:
+    records = [json.loads(line) for line in (tiny_corpus / "messages.jsonl").read_text().splitlines()]
+    extra = [{**r, "id": f"new{i}", "group": f"new{i}", "split": None} for i, r in enumerate(records)]
+    snapshot = tmp_path / "snapshot.json"
+    snapshot.write_text(json.dumps({"messages": records + extra, "pairs": []}))
+    corpus = load_snapshot(snapshot)
+    new_splits = {r["split"] for r in corpus.messages if r["id"].startswith("new")}
+    assert new_splits == {"train", "validation"}
+
+
+def test_corpus_with_a_bad_score_names_the_record(tiny_corpus: Path, tmp_path: Path) -> None:
+    lines = (tiny_corpus / "messages.jsonl").read_text().splitlines()
+    broken = json.loads(lines[2]) | {"score": 140}
+    (tmp_path / "messages.jsonl").write_text("\n".join([*lines[:2], json.dumps(broken), *lines[3:]]))
+    (tmp_path / "pairs.jsonl").write_text("")
+    with pytest.raises(ValueError, match="record 3: score must lie in"):
+        load_corpus(tmp_path)
+
+
+def test_gate_rejects_a_worse_candidate_with_reasons() -> None:
+    active = {"spearman": 0.90, "pairwise_accuracy": 0.90, "interval_coverage": 0.90}
+    decision = gate({"spearman": 0.85, "pairwise_accuracy": 0.95, "interval_coverage": 0.90}, active)
+    assert not decision.promote
+    assert decision.reasons == ["spearman 0.850 is below the active model's 0.900 by more than 0.01"]
+
+
+def test_gate_promotes_a_candidate_within_tolerance() -> None:
+    active = {"spearman": 0.90, "pairwise_accuracy": 0.90, "interval_coverage": 0.90}
+    assert gate({"spearman": 0.895, "pairwise_accuracy": 0.89, "interval_coverage": 0.88}, active).promote
+
+
+def test_gate_rejects_miscalibrated_intervals() -> None:
+    decision = gate({"spearman": 0.95, "pairwise_accuracy": 0.95, "interval_coverage": 0.62}, None)
+    assert not decision.promote and "interval coverage 0.620" in decision.reasons[0]
+
+
+def test_metrics_count_pairs_and_bands() -> None:
+    figures = regression_metrics(np.array([10.0, 30.0, 70.0]), np.array([15.0, 25.0, 90.0]), ["a", "b", "c"],
+                                 [{"warmer": "c", "cooler": "a"}, {"warmer": "a", "cooler": "b"}], halfwidth=6.0)
+    assert figures["pairwise_accuracy"] == 0.5
+    assert figures["band_accuracy"] == pytest.approx(2 / 3)
+    assert figures["interval_coverage"] == pytest.approx(2 / 3)
+    assert figures["mae"] == pytest.approx(10.0)
+
+
+def test_conformal_interval_covers_at_least_its_level() -> None:
+    rng = np.random.default_rng(0)
+    truth = rng.uniform(0, 100, 2200)
+    predicted = truth + rng.normal(0, 8, 2200)
+    calibration = Calibration.fit(predicted[:200], truth[:200], coverage=0.9)
+    low, high = predicted[200:] - calibration.halfwidth, predicted[200:] + calibration.halfwidth
+    assert np.mean((truth[200:] >= low) & (truth[200:] <= high)) >= 0.88
+
+
+def test_train_args_refuse_bad_values() -> None:
+    with pytest.raises(ValueError, match="mode must be 'lora' or 'full'; found 'half'"):
+        TrainArgs(mode="half")

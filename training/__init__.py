@@ -1,0 +1,1 @@
+"""diplotone training: corpus, fine-tuning, evaluation, calibration, baselines and the promotion gate."""

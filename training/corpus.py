@@ -1,0 +1,106 @@
+"""The labelled corpus: messages and pairwise judgements, from ``training/data/`` or a service snapshot.
+
+A snapshot is one JSON file ``{"messages": [...], "pairs": [...]}`` with records of the same schema as the data files
+(the service writes it from its store plus the bundled corpus). Messages labelled in the service carry no split: they
+go to train or validation by a hash of their group, never to test, so the test split that gates promotion stays fixed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset, Features, Value
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
+SPLITS = ("train", "validation", "test")
+REQUIRED: dict[str, type | tuple[type, ...]] = {
+    "id": str, "text": str, "sender": str, "recipient": str, "date": str, "occasion": str, "score": (int, float),
+}
+
+
+@dataclass(frozen=True)
+class Corpus:
+    messages: Dataset  # every message, with a "split" column
+    pairs: list[dict[str, str]]
+    sha256: str  # of the files the corpus was read from
+
+    def split(self, name: str) -> Dataset:
+        return self.messages.filter(lambda split: split == name, input_columns="split")
+
+    def pairs_within(self, ids: set[str]) -> list[dict[str, str]]:
+        return [p for p in self.pairs if p["warmer"] in ids and p["cooler"] in ids]
+
+
+def load_corpus(data_dir: Path = DATA_DIR) -> Corpus:
+    """Read ``messages.jsonl`` and ``pairs.jsonl`` from ``data_dir``."""
+    messages_path, pairs_path = data_dir / "messages.jsonl", data_dir / "pairs.jsonl"
+    records, pairs = _read_jsonl(messages_path), _read_jsonl(pairs_path)
+    _check(records, pairs, str(messages_path))
+    return Corpus(_dataset(records), pairs, _sha256(messages_path, pairs_path))
+
+
+def load_snapshot(path: Path) -> Corpus:
+    """Read a service snapshot; messages without a split are assigned train or validation by group."""
+    try:
+        snapshot = json.loads(path.read_text())
+        records, pairs = list(snapshot["messages"]), list(snapshot.get("pairs", []))
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise ValueError(f"{path}: expected a JSON object with a 'messages' list; {error}") from error
+    for record in records:
+        record.setdefault("group", record.get("id"))
+        record["split"] = record.get("split") or _split_for(str(record["group"]))
+    _check(records, pairs, str(path))
+    return Corpus(_dataset(records), pairs, _sha256(path))
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path} line {number}: expected a JSON object; {error}") from error
+    return rows
+
+
+def _dataset(records: list[dict[str, Any]]) -> Dataset:
+    # Built from parsed rows with explicit string columns: the JSON loader would turn "date" into a timestamp.
+    columns = {name: Value("string") for name in ("id", "text", "sender", "recipient", "date", "occasion", "split",
+                                                   "group")}
+    columns["score"] = Value("float64")
+    return Dataset.from_list([{name: record.get(name) for name in columns} for record in records],
+                             features=Features(columns))
+
+
+def _split_for(group: str) -> str:
+    bucket = int(hashlib.sha256(group.encode()).hexdigest(), 16) % 100
+    return "validation" if bucket < 15 else "train"
+
+
+def _check(records: list[dict[str, Any]], pairs: list[dict[str, str]], source: str) -> None:
+    ids = set()
+    for line, record in enumerate(records, start=1):
+        for field, kind in REQUIRED.items():
+            if not isinstance(record.get(field), kind):
+                raise ValueError(f"{source} record {line}: field {field!r} must be {kind}; found {record.get(field)!r}")
+        if not 0 <= record["score"] <= 100:
+            raise ValueError(f"{source} record {line}: score must lie in [0, 100]; found {record['score']}")
+        if record.get("split") not in SPLITS:
+            raise ValueError(f"{source} record {line}: split must be one of {SPLITS}; found {record.get('split')!r}")
+        ids.add(record["id"])
+    for number, pair in enumerate(pairs, start=1):
+        missing = [pair.get(k) for k in ("warmer", "cooler") if pair.get(k) not in ids]
+        if missing:
+            raise ValueError(f"{source} pair {number}: ids {missing} are not messages of the corpus")
+
+
+def _sha256(*paths: Path) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()

@@ -1,0 +1,224 @@
+"""Fine-tune, calibrate, evaluate and write a registry version."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import platform
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import peft
+import torch
+import transformers
+from transformers import EarlyStoppingCallback, TrainerCallback, TrainingArguments, set_seed
+
+from model.artifacts import sha256_file, write_manifest
+from model.base import base_ref
+from model.calibration import Calibration
+from model.network import EffusivenessNet, NetworkConfig, build_network, save_network
+from model.registry import Registry
+from model.scorer import Scorer
+from training.args import TrainArgs
+from training.batches import GroupCollator, GroupDataset
+from training.corpus import Corpus
+from training.evaluation import evaluate_predictions, split_arrays
+from training.gate import gate
+from training.trainer import EffusivenessTrainer, ProgressFile, validation_metrics
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    version: str
+    path: Path
+    metrics: dict[str, Any]
+
+
+def train(
+    args: TrainArgs,
+    corpus: Corpus,
+    registry: Registry,
+    progress_file: Path | None = None,
+    log: Callable[[str], None] = print,
+) -> TrainResult:
+    """Train a candidate on ``corpus`` and install it in ``registry`` (not activated: that is the gate's call)."""
+    torch.set_num_threads(args.threads)
+    set_seed(args.seed)
+    started = time.monotonic()
+    base = base_ref(args.base)
+    config = NetworkConfig(mode=args.mode, max_tokens=args.max_tokens)
+    net, tokenizer = build_network(base.resolve(), config)
+    if args.mode == "lora":
+        encoder: Any = net.encoder
+        layers = int(encoder.config.num_hidden_layers)
+        lora = peft.LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
+                               target_modules=args.lora_targets,
+                               layers_to_transform=list(range(max(0, layers - args.lora_top_layers), layers)))
+        net.encoder = peft.get_peft_model(net.encoder, lora)
+    records = {split: corpus.split(split).to_list() for split in ("train", "validation")}
+    datasets = {split: GroupDataset(rows, corpus.pairs, tokenizer, args.max_tokens) for split, rows in records.items()}
+    log(f"training on {len(records['train'])} messages ({len(datasets['train'])} groups), "
+        f"validating on {len(records['validation'])}")
+
+    with tempfile.TemporaryDirectory(prefix="diplotone-train-") as scratch:
+        trainer = _trainer(args, net, datasets, GroupCollator(tokenizer), Path(scratch), progress_file)
+        trainer.train()
+    net.eval()
+    if progress_file is not None:
+        progress_file.write_text(json.dumps({"phase": "evaluating", "step": trainer.state.global_step,
+                                             "max_steps": trainer.state.max_steps}))
+
+    with tempfile.TemporaryDirectory(prefix="diplotone-version-") as staging_name:
+        staging = Path(staging_name)
+        save_network(net, tokenizer, staging, config, base)
+        live = Scorer(net, tokenizer, config, Calibration(args.coverage, 0.0, 1.0, 0), "candidate")
+        predictions = {split: live.predict(split_arrays(corpus, split)[1]) for split in ("validation", "test")}
+        calibration = Calibration.fit(predictions["validation"], split_arrays(corpus, "validation")[2], args.coverage)
+        calibration.save(staging)
+        metrics: dict[str, Any] = dict(evaluate_predictions(corpus, predictions, calibration))
+        metrics["data_sha256"] = corpus.sha256
+        (staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        (staging / "training_args.json").write_text(json.dumps(_provenance(args, corpus, trainer, started), indent=2)
+                                                    + "\n")
+        version = _version_name(args, staging)
+        write_manifest(staging, {"version": version, "created": _now(), "data_sha256": corpus.sha256})
+        _check_round_trip(staging, predictions["test"], split_arrays(corpus, "test")[1])
+        path = registry.install(staging, version)
+    log(f"version {version}: test {_brief(metrics['test'])}")
+    return TrainResult(version, path, metrics)
+
+
+def _trainer(
+    args: TrainArgs,
+    net: EffusivenessNet,
+    datasets: dict[str, GroupDataset],
+    collator: GroupCollator,
+    scratch: Path,
+    progress_file: Path | None,
+) -> EffusivenessTrainer:
+    steps_per_epoch = -(-len(datasets["train"]) // args.batch_groups)
+    total = args.max_steps if args.max_steps > 0 else steps_per_epoch * args.epochs
+    training_args = TrainingArguments(
+        output_dir=str(scratch),
+        per_device_train_batch_size=args.batch_groups,
+        per_device_eval_batch_size=args.batch_groups * 4,
+        num_train_epochs=args.epochs,
+        max_steps=args.max_steps,
+        learning_rate=args.learning_rate,
+        weight_decay=args.weight_decay,
+        warmup_steps=int(total * args.warmup_fraction),
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        save_total_limit=1,
+        load_best_model_at_end=True,
+        metric_for_best_model="spearman",
+        greater_is_better=True,
+        logging_steps=max(1, steps_per_epoch // 4),
+        label_names=["labels"],
+        remove_unused_columns=False,
+        use_cpu=True,
+        seed=args.seed,
+        data_seed=args.seed,
+        report_to="none",
+        dataloader_num_workers=0,
+        save_only_model=True,
+        disable_tqdm=False,
+    )
+    callbacks: list[TrainerCallback] = [EarlyStoppingCallback(early_stopping_patience=args.patience)]
+    if progress_file is not None:
+        callbacks.append(ProgressFile(progress_file))
+    return EffusivenessTrainer(
+        model=net,
+        args=training_args,
+        train_dataset=datasets["train"],
+        eval_dataset=datasets["validation"],
+        data_collator=collator,
+        compute_metrics=validation_metrics,
+        callbacks=callbacks,
+        optimizers=(_optimizer(net, args), None),
+        pair_margin=args.pair_margin,
+        pair_weight=args.pair_weight,
+    )
+
+
+def _optimizer(net: EffusivenessNet, args: TrainArgs) -> torch.optim.Optimizer:
+    # The head starts from random and learns faster than the adapter that nudges a pretrained encoder.
+    encoder = [p for p in net.encoder.parameters() if p.requires_grad]
+    groups = [
+        {"params": encoder, "lr": args.learning_rate, "weight_decay": args.weight_decay},
+        {"params": list(net.head.parameters()), "lr": args.head_learning_rate, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups)
+
+
+def _check_round_trip(folder: Path, expected: np.ndarray, texts: list[str]) -> None:
+    """The saved version, loaded through the production loader, must score as the model that was evaluated."""
+    loaded = Scorer.from_pretrained(folder).predict(texts)
+    drift = float(np.max(np.abs(loaded - expected))) if len(texts) else 0.0
+    if drift > 1e-3:
+        raise RuntimeError(f"saved model scores differ from the trained one by up to {drift:.5f} points")
+
+
+def _provenance(args: TrainArgs, corpus: Corpus, trainer: EffusivenessTrainer, started: float) -> dict[str, Any]:
+    state = trainer.state
+    return {
+        "args": args.to_dict(),
+        "data_sha256": corpus.sha256,
+        "messages": {split: len(corpus.split(split)) for split in ("train", "validation", "test")},
+        "pairs": len(corpus.pairs),
+        "steps": state.global_step,
+        "epochs_run": state.epoch,
+        "best_validation_spearman": state.best_metric,
+        "loss_history": [[entry["step"], entry["loss"]] for entry in state.log_history if "loss" in entry],
+        "train_seconds": round(time.monotonic() - started, 1),
+        "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                     "transformers": transformers.__version__, "peft": peft.__version__},
+    }
+
+
+def _version_name(args: TrainArgs, staging: Path) -> str:
+    weights = sorted(p for p in staging.rglob("*.safetensors"))
+    digest = "".join(sha256_file(p) for p in weights)
+    return f"{dt.datetime.now(dt.UTC):%Y-%m-%d}-{args.mode}-{hashlib.sha256(digest.encode()).hexdigest()[:6]}"
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def _brief(figures: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.3f}" for k, v in figures.items() if k in ("spearman", "pairwise_accuracy", "mae"))
+
+
+def retrain(
+    args: TrainArgs, corpus: Corpus, registry: Registry, promote: bool, progress_file: Path | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Train a candidate and, if ``promote`` and it passes the gate against the active version, activate it."""
+    active = registry.active_version()
+    result = train(args, corpus, registry, progress_file, log)
+    active_test = json.loads((registry.path(active) / "metrics.json").read_text())["test"] if active else None
+    decision = gate(result.metrics["test"], active_test)
+    promoted = promote and decision.promote
+    if promoted:
+        registry.activate(result.version)
+    return {"version": result.version, "promoted": promoted, "previous": active, "reasons": decision.reasons,
+            "metrics": result.metrics}
+
+
+def ship(result: TrainResult, shipped: Path) -> Path:
+    """Make ``result`` the one version committed with the code (``model/shipped/``)."""
+    shipped.mkdir(parents=True, exist_ok=True)
+    for old in shipped.iterdir():
+        if old.is_dir():
+            shutil.rmtree(old)
+    target = shipped / result.version
+    shutil.copytree(result.path, target)
+    return target

@@ -1,0 +1,89 @@
+"""The Hugging Face Trainer, taught our loss: regression on the 0-1 target plus a pairwise margin over the pairs."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+from torch.nn import functional
+from transformers import EvalPrediction, Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+
+class EffusivenessTrainer(Trainer):
+    """``loss = MSE(score, target) + pair_weight · mean(relu(margin - (score_warmer - score_cooler)))``."""
+
+    def __init__(self, *args: Any, pair_margin: float, pair_weight: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.pair_margin = pair_margin
+        self.pair_weight = pair_weight
+
+    def compute_loss(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> Any:
+        labels = inputs["labels"]
+        scores = model(
+            input_ids=inputs["input_ids"],
+            attention_mask=inputs["attention_mask"],
+            pool_mask=inputs["pool_mask"],
+            window_message=inputs["window_message"],
+            n_messages=labels.shape[0],
+        )  # (messages,) in [0, 1]
+        loss = functional.mse_loss(scores, labels)
+        if len(inputs["pair_warmer"]) and self.pair_weight > 0:
+            lead = scores[inputs["pair_warmer"]] - scores[inputs["pair_cooler"]]
+            loss = loss + self.pair_weight * functional.relu(self.pair_margin - lead).mean()
+        return (loss, {"loss": loss, "scores": scores}) if return_outputs else loss
+
+
+def validation_metrics(prediction: EvalPrediction) -> dict[str, float]:
+    predicted = np.asarray(prediction.predictions).reshape(-1)
+    target = np.asarray(prediction.label_ids).reshape(-1)
+    return {
+        "spearman": float(spearmanr(predicted, target).statistic),
+        "mae": float(np.mean(np.abs(predicted - target)) * 100),
+    }
+
+
+class ProgressFile(TrainerCallback):
+    """Writes step, epoch, loss and ETA to a JSON file after every log, for the service to poll.
+
+    Written to a temporary name and renamed, so a reader never sees half a file.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.started = time.monotonic()
+        self.loss: float | None = None
+
+    def on_log(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+        logs: dict[str, float] | None = None, **kwargs: Any,
+    ) -> None:
+        if logs and "loss" in logs:
+            self.loss = float(logs["loss"])
+        self._write(state, "training")
+
+    def on_step_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        self._write(state, "training")
+
+    def _write(self, state: TrainerState, phase: str) -> None:
+        elapsed = time.monotonic() - self.started
+        done, total = state.global_step, max(state.max_steps, 1)
+        eta = elapsed / done * (total - done) if done else None
+        record = {"phase": phase, "step": done, "max_steps": total, "epoch": state.epoch, "loss": self.loss,
+                  "elapsed_seconds": round(elapsed, 1), "eta_seconds": None if eta is None else round(eta, 1)}
+        temporary = self.path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(record))
+        os.replace(temporary, self.path)

@@ -14,6 +14,10 @@ import typer
 app = typer.Typer(help="Score, compare and train models of diplomatic effusiveness.", no_args_is_help=True)
 models_app = typer.Typer(help="List and activate model versions.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
+keys_app = typer.Typer(help="Create, list and revoke API keys of the service.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+db_app = typer.Typer(help="The service's database.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
 
 DataDir = Annotated[Path, typer.Option(envvar="DIPLOTONE_DATA_DIR", help="data directory (registry under models/)")]
 ModelOption = Annotated[Path | None, typer.Option("--model", help="a model version folder (default: the active one)")]
@@ -166,6 +170,71 @@ def models_activate(version: str, data_dir: DataDir = Path("var")) -> None:
 
     Registry(data_dir / "models").activate(version)
     typer.echo(f"active: {version}")
+
+
+def _database(data_dir: Path) -> Any:
+    """The service's database (DIPLOTONE_DATABASE_URL, else SQLite under the data directory), migrated."""
+    from service.settings import Settings
+    from service.store.db import Database
+
+    return Database.open(Settings(data_dir=data_dir).sqlalchemy_url)
+
+
+@keys_app.command("create")
+def keys_create(
+    scope: Annotated[str, typer.Option(help="score, label (also scores) or admin (everything)")],
+    name: Annotated[str, typer.Option(help="who or what the key is for")] = "unnamed",
+    data_dir: DataDir = Path("var"),
+) -> None:
+    """Create a key and print it once: only its hash is stored."""
+    from service.keys import create_key
+
+    database = _database(data_dir)
+    try:
+        with database.sessions() as session:
+            issued = create_key(session, scope, name)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from error
+    finally:
+        database.close()
+    typer.echo(issued.token)
+    typer.echo(f"key {issued.principal.key_id} ({issued.principal.scope}, {name!r}): store it now; "
+               "it cannot be shown again", err=True)
+
+
+@keys_app.command("list")
+def keys_list(data_dir: DataDir = Path("var")) -> None:
+    """Every key: id, scope, name, created, revoked."""
+    from service.keys import list_keys
+
+    database = _database(data_dir)
+    with database.sessions() as session:
+        for key in list_keys(session):
+            revoked = f"revoked {key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "active"
+            typer.echo(f"{key.id}  {key.scope:<6} {revoked:<24} {key.created_at:%Y-%m-%d %H:%M}  {key.name}")
+    database.close()
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="the key's id (the part after dpt_)")],
+                data_dir: DataDir = Path("var")) -> None:
+    """Revoke a key (a running service may accept it for up to a minute more: it remembers verified keys)."""
+    from service.keys import revoke_key
+
+    database = _database(data_dir)
+    with database.sessions() as session:
+        revoked = revoke_key(session, key_id)
+    database.close()
+    if not revoked:
+        raise typer.BadParameter(f"no active key with id {key_id!r}")
+    typer.echo(f"revoked {key_id}")
+
+
+@db_app.command("upgrade")
+def db_upgrade(data_dir: DataDir = Path("var")) -> None:
+    """Apply the database migrations (the service also does this when it starts)."""
+    _database(data_dir).close()
+    typer.echo("database schema is up to date")
 
 
 @app.command()

@@ -139,11 +139,12 @@ class Scorer:
         'friendship references: 7 → 3'
         """
         result_a, result_b = self.score([a, b], max_chars=max_chars)
-        delta = result_b.score - result_a.score
-        return Comparison(
-            result_a, result_b, _round(delta), round(self.calibration.p_warmer(delta), 4),
-            explain_difference(result_a, result_b),
-        )
+        return self.comparison(result_a, result_b)
+
+    def comparison(self, a: ScoreResult, b: ScoreResult) -> Comparison:
+        """Compare two results already scored (by ``score``, or by a batcher that scored them among others)."""
+        delta = b.score - a.score
+        return Comparison(a, b, _round(delta), round(self.calibration.p_warmer(delta), 4), explain_difference(a, b))
 
     def _result(self, score: float, sentences: list[SentenceScore], text: str) -> ScoreResult:
         low, high = self.calibration.interval(score)

@@ -20,13 +20,15 @@ import torch
 from anyio import to_thread
 from fastapi import FastAPI
 
-from model import Registry, Scorer
+from model import Registry, Scorer, UnknownVersion
 from service.batching import Batcher
 from service.errors import install_error_handlers
+from service.jobs import run_training_jobs
 from service.metrics import Metrics, MetricsMiddleware
 from service.model_slot import ModelSlot
 from service.routes import ROUTERS
 from service.settings import Settings, get_settings
+from service.store.deps import open_store
 
 log = logging.getLogger("diplotone.service")
 
@@ -55,7 +57,7 @@ async def serve_model(app: FastAPI) -> AsyncIterator[None]:
         await to_thread.run_sync(batcher.stop)
 
 
-RESOURCES: list[Resource] = [serve_model]
+RESOURCES: list[Resource] = [open_store, serve_model, run_training_jobs]
 
 
 @asynccontextmanager
@@ -88,6 +90,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 def _load_active(registry: Registry, slot: ModelSlot) -> None:
     registry.seed()  # first start: install the shipped versions and activate the newest
+    if not registry.versions():
+        raise UnknownVersion(
+            f"the registry {registry.root} holds no model version and none is shipped in model/shipped; "
+            "train one with `diplotone train --ship` or install one into the registry"
+        )
     slot.swap(Scorer.from_pretrained(registry.active_path()))
 
 

@@ -16,7 +16,7 @@ from starlette import status
 from service.errors import ServiceError
 from service.keys import KeyVerifier, Principal, key_id_of
 from service.settings import Settings, get_settings
-from service.store.deps import SessionDep
+from service.store.deps import get_database
 
 _bearer = HTTPBearer(auto_error=False, description="an API key: `Authorization: Bearer dpt_<id>_<secret>`")
 _header = APIKeyHeader(name="X-API-Key", auto_error=False, description="an API key: `X-API-Key: dpt_<id>_<secret>`")
@@ -67,40 +67,38 @@ def _presented_key(
     return bearer.credentials if bearer is not None else header
 
 
+def authorize(request: Request, token: str | None, required: str) -> Principal:
+    """The principal of ``token`` if it is a valid key of scope ``required`` or above; else the 401 or 403 error."""
+    if not token:
+        raise MissingKey(required)
+    with get_database(request).sessions() as session:
+        principal = get_key_verifier(request).verify(session, token)
+    if principal is None:
+        raise UnknownKey(token)
+    if not principal.allows(required):
+        raise ScopeTooLow(principal, required)
+    return principal
+
+
 def require_scope(required: str) -> Callable[..., Principal]:
     """A dependency that returns the caller's ``Principal`` if its key has ``required`` scope (or above)."""
 
-    def dependency(
-        token: Annotated[str | None, Depends(_presented_key)],
-        session: SessionDep,
-        verifier: Annotated[KeyVerifier, Depends(get_key_verifier)],
-    ) -> Principal:
-        if not token:
-            raise MissingKey(required)
-        principal = verifier.verify(session, token)
-        if principal is None:
-            raise UnknownKey(token)
-        if not principal.allows(required):
-            raise ScopeTooLow(principal, required)
-        return principal
+    def dependency(request: Request, token: Annotated[str | None, Depends(_presented_key)]) -> Principal:
+        return authorize(request, token, required)
 
     dependency.__name__ = f"require_{required}_scope"
     return dependency
 
 
-_require_score = require_scope("score")
-
-
 def score_access(
+    request: Request,
     settings: Annotated[Settings, Depends(get_settings)],
     token: Annotated[str | None, Depends(_presented_key)],
-    session: SessionDep,
-    verifier: Annotated[KeyVerifier, Depends(get_key_verifier)],
 ) -> Principal | None:
-    """Open scoring unless ``score_requires_key``; then a key of any scope (``score`` is the lowest)."""
+    """Open scoring (and reading) unless ``score_requires_key``; then a key of any scope (``score`` is the lowest)."""
     if not settings.score_requires_key:
         return None
-    return _require_score(token, session, verifier)
+    return authorize(request, token, "score")
 
 
 LabelKey = Annotated[Principal, Depends(require_scope("label"))]

@@ -18,7 +18,8 @@ from service.model_slot import ModelSlot
 from service.settings import Settings, get_settings
 
 
-def _state(request: Request, name: str) -> Any:
+def app_state(request: Request, name: str) -> Any:
+    """``app.state.<name>``, or ``NotReady`` (503) while the lifespan has not put it there yet."""
     value = getattr(request.app.state, name, None)
     if value is None:
         raise NotReady(f"the service has not finished starting: no {name} yet")
@@ -26,24 +27,24 @@ def _state(request: Request, name: str) -> Any:
 
 
 def get_metrics(request: Request) -> Metrics:
-    metrics: Metrics = _state(request, "metrics")
+    metrics: Metrics = app_state(request, "metrics")
     return metrics
 
 
 def get_registry(request: Request) -> Registry:
-    registry: Registry = _state(request, "registry")
+    registry: Registry = app_state(request, "registry")
     return registry
 
 
 def get_slot(request: Request) -> ModelSlot:
-    slot: ModelSlot = _state(request, "model_slot")
+    slot: ModelSlot = app_state(request, "model_slot")
     if not slot.ready:
         raise NotReady("no model has passed its probe yet")
     return slot
 
 
 def get_batcher(request: Request) -> Batcher:
-    batcher: Batcher = _state(request, "batcher")
+    batcher: Batcher = app_state(request, "batcher")
     if not batcher.running:
         raise NotReady("the scoring worker is not running")
     return batcher

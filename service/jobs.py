@@ -17,7 +17,6 @@ still "running" at its next start, and ``recover`` marks it failed and ends the 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -26,11 +25,14 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+from anyio import to_thread
+from fastapi import Depends, FastAPI, Request
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from starlette import status
@@ -303,7 +305,7 @@ class TrainingJobs:
 
     def _record_progress(self, run_id: int, progress: dict[str, Any]) -> None:
         def record(run: TrainingRun) -> None:
-            run.progress = _finite(progress)
+            run.progress = json_safe(progress)
 
         self._update(run_id, record)
 
@@ -337,6 +339,38 @@ class TrainingJobs:
         return None
 
 
+@asynccontextmanager
+async def run_training_jobs(app: FastAPI) -> AsyncIterator[None]:
+    """Lifespan resource: the model switch and the training jobs, after the store and the model are up.
+
+    At start, runs left "running" by a crashed process are failed; at shutdown, a running trainer is ended.
+    """
+    switch = ModelSwitch(app.state.registry, app.state.model_slot)
+    jobs = TrainingJobs(app.state.database, TrainingPlan.from_settings(app.state.settings), switch)
+    orphans = await to_thread.run_sync(jobs.recover)
+    if orphans:
+        log.warning("marked training runs %s failed: the service restarted while they ran", orphans)
+    app.state.model_switch, app.state.training_jobs = switch, jobs
+    try:
+        yield
+    finally:
+        await to_thread.run_sync(jobs.stop)
+
+
+def get_training_jobs(request: Request) -> TrainingJobs:
+    jobs: TrainingJobs = request.app.state.training_jobs
+    return jobs
+
+
+def get_model_switch(request: Request) -> ModelSwitch:
+    switch: ModelSwitch = request.app.state.model_switch
+    return switch
+
+
+JobsDep = Annotated[TrainingJobs, Depends(get_training_jobs)]
+SwitchDep = Annotated[ModelSwitch, Depends(get_model_switch)]
+
+
 def _started(run: TrainingRun, snapshot: Snapshot, pid: int) -> None:
     run.pid = pid
     run.snapshot_path = str(snapshot.path)
@@ -351,7 +385,7 @@ def _finish(run: TrainingRun, verdict: str, *, outcome: dict[str, Any] | None = 
     if outcome is not None:
         run.candidate_version = outcome.get("version")
         run.reasons = list(outcome.get("reasons") or [])
-        run.metrics = _finite(outcome.get("metrics"))
+        run.metrics = json_safe(outcome.get("metrics"))
 
 
 def _describe_failure(code: int, outcome: dict[str, Any] | None, log_path: Path) -> str:
@@ -380,14 +414,14 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _finite(value: Any) -> Any:
-    """``value`` with NaN and infinities replaced by None: JSON has no such numbers (a metric without pairs is NaN)."""
+def json_safe(value: Any) -> Any:
+    """A copy of ``value`` with NaN and infinities as None: JSON has no such numbers (a metric without pairs is NaN)."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
+        return {key: json_safe(item) for key, item in value.items()}
     if isinstance(value, list):
-        return [_finite(item) for item in value]
+        return [json_safe(item) for item in value]
     return value
 
 
@@ -401,6 +435,6 @@ def _end_orphan(pid: int | None, outcome: Path) -> bool:
         return False
     if str(outcome) not in command_line.split("\0"):
         return False  # the pid now belongs to some other process
-    with contextlib.suppress(ProcessLookupError):
+    with suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     return True

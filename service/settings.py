@@ -32,7 +32,7 @@ class Settings(BaseSettings):
     base_model: str | None = None  # a local Hugging Face model folder; default: the packaged MiniLM
     corpus_dir: Path | None = None  # the bundled messages.jsonl + pairs.jsonl; default: training/data of the package
     training_epochs: int | None = Field(default=None, ge=1, description="override the recipe's epochs")
-    training_max_steps: int | None = Field(default=None, ge=1, description="cap the optimizer steps (smoke runs, tests)")
+    training_max_steps: int | None = Field(default=None, ge=1, description="cap the training steps (smoke runs)")
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from service.routes import health, scoring
+from service.routes import health, messages, models, pairs, scoring, timeline, training_runs
 
-ROUTERS: list[APIRouter] = [scoring.router, health.router]
+ROUTERS: list[APIRouter] = [
+    scoring.router, health.router, messages.router, pairs.router, timeline.router, models.router,
+    training_runs.router,
+]

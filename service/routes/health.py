@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Response
 
 from model import BANDS, Registry
-from service.deps import MetricsDep, RegistryDep, SettingsDep, SlotDep
+from service.deps import MetricsDep, RegistryDep, SettingsDep, SlotDep, get_batcher
 from service.schemas import (
     INFO_EXAMPLE,
     READY_EXAMPLE,
@@ -43,9 +43,14 @@ async def healthz() -> HealthResponse:
     return HealthResponse()
 
 
-@router.get("/readyz", summary="Readiness", responses={**ok_examples(ready=READY_EXAMPLE), **NOT_READY})
+@router.get(
+    "/readyz",
+    summary="Readiness",
+    responses={**ok_examples(ready=READY_EXAMPLE), **NOT_READY},
+    dependencies=[Depends(get_batcher)],  # 503 too when the scoring worker is not running
+)
 async def readyz(slot: SlotDep) -> ReadyResponse:
-    """Ready once the served model has scored the probe text; 503 before that."""
+    """Ready once the served model has scored the probe text and the scoring worker runs; 503 before that."""
     probe = slot.probe
     return ReadyResponse(model_version=probe.model_version, probe_score=probe.score)
 
@@ -86,5 +91,6 @@ def _test_metrics(registry: Registry, version: str) -> dict[str, float]:
     """The ``test`` figures of ``metrics.json`` (empty when the version records none)."""
     for known in registry.versions():
         if known.version == version:
-            return {key: float(value) for key, value in known.metrics.get("test", {}).items()}
+            figures = known.metrics.get("test", {})
+            return {key: float(value) for key, value in figures.items() if isinstance(value, int | float)}
     return {}

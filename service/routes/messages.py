@@ -178,7 +178,7 @@ async def create_messages(
     stored = await run_in_threadpool(add_messages, session, [item.fields() for item in items], results)
     if isinstance(body, MessageBatchCreate):
         return MessageBatchPublic(messages=[MessagePublic.of(m) for m in stored])
-    response.headers["Location"] = str(request.url_for("get_message", message_id=stored[0].id))
+    response.headers["Location"] = str(request.url_for("get_stored_message", message_id=stored[0].id))
     return MessagePublic.of(stored[0])
 
 

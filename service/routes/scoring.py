@@ -6,10 +6,10 @@ import asyncio
 from collections.abc import Sequence
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Body, Request
+from fastapi import APIRouter, Body, Depends, Request
 
 from model import Comparison, Scorer, ScoreResult
-from model.compare import explain_difference
+from service.auth import score_access
 from service.deps import BatcherDep, SettingsDep
 from service.errors import ClientGone, DeadlineExceeded, TextTooLong, TooManyTexts
 from service.schemas import (
@@ -30,7 +30,7 @@ from service.settings import Settings
 
 T = TypeVar("T")
 
-router = APIRouter(tags=["scoring"])
+router = APIRouter(tags=["scoring"], dependencies=[Depends(score_access)])  # a key only if score_requires_key
 BLANK = "Value error, text must contain words; found only whitespace"
 
 
@@ -117,7 +117,7 @@ async def compare(
     """How much warmer or cooler `b` is than `a`, and why: marker counts and the sentences without a counterpart."""
     a, b = body.a, body.b
     _check_limits([a.text, b.text], ["a", "b"], settings)
-    future = batcher.submit([a.text, b.text], _comparison, timeout_s=settings.request_timeout_s)
+    future = batcher.submit([a.text, b.text], _compare_pair, timeout_s=settings.request_timeout_s)
     data = (await _outcome(request, future, settings.request_timeout_s)).to_dict()
     data["a"].update(a.echo())
     data["b"].update(b.echo())
@@ -132,11 +132,8 @@ def _check_limits(texts: Sequence[str], fields: Sequence[str], settings: Setting
             raise TextTooLong(field, len(text), settings.max_chars)
 
 
-def _comparison(scorer: Scorer, results: list[ScoreResult]) -> Comparison:
-    """Scorer.compare's assembly, on results the batcher scored together with other requests' texts."""
-    a, b = results
-    delta = b.score - a.score
-    return Comparison(a, b, round(delta, 4), round(scorer.calibration.p_warmer(delta), 4), explain_difference(a, b))
+def _compare_pair(scorer: Scorer, results: list[ScoreResult]) -> Comparison:
+    return scorer.comparison(*results)
 
 
 async def _outcome(request: Request, future: asyncio.Future[T], timeout_s: float) -> T:

@@ -13,7 +13,15 @@ from fastapi.testclient import TestClient
 from model import Registry, Scorer
 from service.app import create_app
 from service.settings import Settings
+from tests.factories import make_tiny_version
 from tests.service.helpers import Gate
+
+
+@pytest.fixture(scope="session")
+def second_scorer(tiny_base: Path, tmp_path_factory: pytest.TempPathFactory) -> Scorer:
+    """Another version on the tiny base (``tiny-0002``), to swap in."""
+    folder = make_tiny_version(tiny_base, tmp_path_factory.mktemp("versions") / "tiny-0002", version="tiny-0002")
+    return Scorer.from_pretrained(folder)
 
 
 @pytest.fixture

@@ -1,0 +1,68 @@
+"""POST /v1/pairs: a judgement that one stored message is more effusive than another (``label`` scope)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from starlette import status
+
+from service.auth import LabelKey
+from service.routes.messages import AUTH_ERRORS
+from service.schemas import problem_example
+from service.store.deps import SessionDep
+from service.store.models import Pair
+from service.store.repository import add_pair
+
+router = APIRouter(tags=["messages"])
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    **AUTH_ERRORS,
+    404: problem_example(404, "message-not-found", "Message not found", "cooler 42 names no stored message",
+                         instance="/v1/pairs", message_id=42, field="cooler"),
+    409: problem_example(409, "pair-exists", "Pair already recorded",
+                         "annotator 'analyst-7' already judged message 12 warmer than 9 (pair 3)", instance="/v1/pairs",
+                         pair_id=3),
+}
+
+
+class PairCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "warmer": 12, "cooler": 9, "kind": "year-over-year", "annotator": "analyst-7",
+        "note": "drops the 'never forget' sentence"}]})
+
+    warmer: int = Field(ge=1, description="id of the more effusive stored message")
+    cooler: int = Field(ge=1, description="id of the less effusive stored message")
+    kind: str = Field(default="judgement", min_length=1, max_length=50,
+                      description="year-over-year, variant, judgement ...")
+    annotator: str = Field(min_length=1, max_length=100)
+    note: str | None = Field(default=None, max_length=2000)
+
+    @model_validator(mode="after")
+    def _two_messages(self) -> PairCreate:
+        if self.warmer == self.cooler:
+            raise ValueError(f"warmer and cooler must be two different messages; found {self.warmer} for both")
+        return self
+
+
+class PairPublic(BaseModel):
+    id: int
+    warmer: int
+    cooler: int
+    kind: str
+    annotator: str
+    note: str | None
+    created_at: dt.datetime
+
+    @classmethod
+    def of(cls, pair: Pair) -> PairPublic:
+        return cls(id=pair.id, warmer=pair.warmer_id, cooler=pair.cooler_id, kind=pair.kind,
+                   annotator=pair.annotator, note=pair.note, created_at=pair.created_at)
+
+
+@router.post("/v1/pairs", status_code=status.HTTP_201_CREATED, responses=ERRORS, summary="Judge one message warmer")
+def create_pair(body: PairCreate, key: LabelKey, session: SessionDep) -> PairPublic:
+    """Record that `warmer` is more effusive than `cooler`; both must be stored messages."""
+    return PairPublic.of(add_pair(session, body.warmer, body.cooler, body.kind, body.annotator, body.note))

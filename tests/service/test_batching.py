@@ -1,0 +1,263 @@
+"""The micro-batcher on its own: batching, budget, back-pressure, abandonment, deadlines, shutdown and swaps."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, TypeVar
+
+import pytest
+
+from model import EmptyInput, Scorer, ScoreResult
+from service.batching import Batcher, estimate_tokens
+from service.errors import DeadlineExceeded, NotReady, QueueFull
+from service.metrics import Metrics
+from service.model_slot import ModelSlot
+from tests.service.helpers import Gate, wait_until
+
+T = TypeVar("T")
+TEXTS = [
+    "Dear friend, warmest congratulations on your national day.",
+    "We firmly reject the statement of your ministry.",
+    "Our unbreakable friendship will continue for generations.",
+    "Please accept my congratulations on your election.",
+    "The brotherly peoples of our countries will never forget their shared struggle.",
+]
+
+
+def run(scenario: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    return asyncio.run(scenario())
+
+
+def score_now(batcher: Batcher, texts: list[str]) -> list[ScoreResult]:
+    async def scenario() -> list[ScoreResult]:
+        return await batcher.submit(texts, timeout_s=30)
+
+    return run(scenario)
+
+
+async def entered(gate: Gate) -> None:
+    await asyncio.to_thread(gate.wait_entered)
+
+
+@pytest.fixture
+def slot(gate: Gate) -> ModelSlot:
+    slot = ModelSlot()
+    gate.install(slot)  # closed: each batch waits for the test to open it
+    return slot
+
+
+@pytest.fixture
+def make_batcher(slot: ModelSlot, gate: Gate) -> Iterator[Callable[..., Batcher]]:
+    started: list[Batcher] = []
+
+    def make(batch_tokens: int = 8192, queue_size: int = 256) -> Batcher:
+        batcher = Batcher(slot, batch_tokens=batch_tokens, queue_size=queue_size, metrics=Metrics())
+        batcher.start()
+        started.append(batcher)
+        return batcher
+
+    yield make
+    gate.open()
+    for batcher in started:
+        batcher.stop()
+
+
+def test_submit_scores_as_the_scorer_does(
+    make_batcher: Callable[..., Batcher], gate: Gate, tiny_scorer: Scorer
+) -> None:
+    batcher = make_batcher()
+    gate.open()
+
+    results = score_now(batcher, TEXTS)
+
+    assert results == tiny_scorer.score(TEXTS)
+
+
+def test_submit_while_model_busy_gathers_everything_queued_into_the_next_batch(
+    make_batcher: Callable[..., Batcher], gate: Gate
+) -> None:
+    batcher = make_batcher()
+
+    async def scenario() -> None:
+        first = batcher.submit(TEXTS[:1], timeout_s=30)
+        await entered(gate)
+        rest = [batcher.submit([text], timeout_s=30) for text in TEXTS[1:4]]
+        assert batcher.depth == 3
+        gate.open()
+        await asyncio.gather(first, *rest)
+
+    run(scenario)
+
+    assert gate.calls == [TEXTS[:1], TEXTS[1:4]]
+    assert batcher.depth == 0
+
+
+def test_submit_while_model_busy_splits_batches_at_the_token_budget(
+    make_batcher: Callable[..., Batcher], gate: Gate
+) -> None:
+    texts = ["word " * 40] * 6  # 52 estimated tokens each
+    batcher = make_batcher(batch_tokens=3 * estimate_tokens(texts[0]))
+
+    async def scenario() -> None:
+        first = batcher.submit(texts[:1], timeout_s=30)
+        await entered(gate)
+        rest = [batcher.submit([text], timeout_s=30) for text in texts[1:]]
+        gate.open()
+        await asyncio.gather(first, *rest)
+
+    run(scenario)
+
+    assert [len(call) for call in gate.calls] == [1, 3, 2]
+
+
+def test_submit_over_the_token_budget_is_scored_alone(make_batcher: Callable[..., Batcher], gate: Gate) -> None:
+    batcher = make_batcher(batch_tokens=8)
+    gate.open()
+
+    results = score_now(batcher, TEXTS)
+
+    assert len(results) == len(TEXTS)
+    assert gate.calls == [TEXTS]
+
+
+def test_submit_when_queue_is_full_raises_queue_full(make_batcher: Callable[..., Batcher], gate: Gate) -> None:
+    batcher = make_batcher(queue_size=2)
+
+    async def scenario() -> QueueFull:
+        first = batcher.submit(TEXTS[:1], timeout_s=30)
+        await entered(gate)
+        queued = batcher.submit(TEXTS[1:3], timeout_s=30)
+        with pytest.raises(QueueFull) as refused:
+            batcher.submit(TEXTS[3:4], timeout_s=30)
+        gate.open()
+        await asyncio.gather(first, queued)
+        return refused.value
+
+    error = run(scenario)
+
+    assert str(error).startswith("the scoring queue holds 2 texts and this request adds 1; the limit is 2")
+    assert int(error.headers["Retry-After"]) >= 1
+
+
+def test_submit_larger_than_the_queue_is_taken_when_the_queue_is_empty(
+    make_batcher: Callable[..., Batcher], gate: Gate
+) -> None:
+    batcher = make_batcher(queue_size=2)
+    gate.open()
+
+    results = score_now(batcher, TEXTS)
+
+    assert [r.model_version for r in results] == ["tiny-0001"] * len(TEXTS)
+
+
+def test_cancelled_request_leaves_the_queue_unscored(make_batcher: Callable[..., Batcher], gate: Gate) -> None:
+    batcher = make_batcher()
+
+    async def scenario() -> None:
+        first = batcher.submit(TEXTS[:1], timeout_s=30)
+        await entered(gate)
+        abandoned = batcher.submit(TEXTS[1:2], timeout_s=30)
+        kept = batcher.submit(TEXTS[2:3], timeout_s=30)
+        abandoned.cancel()
+        await wait_until(lambda: batcher.depth == 1)
+        gate.open()
+        await asyncio.gather(first, kept)
+
+    run(scenario)
+
+    assert gate.calls == [TEXTS[:1], TEXTS[2:3]]
+    assert batcher.metrics is not None
+    assert batcher.metrics.registry.get_sample_value("diplotone_dropped_requests_total", {"reason": "cancelled"}) == 1
+
+
+def test_request_past_its_deadline_fails_with_deadline_exceeded(
+    make_batcher: Callable[..., Batcher], gate: Gate
+) -> None:
+    batcher = make_batcher()
+
+    async def scenario() -> Any:
+        first = batcher.submit(TEXTS[:1], timeout_s=30)
+        await entered(gate)
+        late = batcher.submit(TEXTS[1:2], timeout_s=0.01)
+        await asyncio.sleep(0.05)  # the deadline passes while the model is busy
+        gate.open()
+        await first
+        return await asyncio.gather(late, return_exceptions=True)
+
+    outcome = run(scenario)
+
+    assert isinstance(outcome[0], DeadlineExceeded)
+    assert str(outcome[0]) == "the request was not scored within its deadline of 0.01 s"
+    assert gate.calls == [TEXTS[:1]]
+
+
+def test_failing_text_fails_only_its_own_request(
+    make_batcher: Callable[..., Batcher], gate: Gate, tiny_scorer: Scorer
+) -> None:
+    batcher = make_batcher()
+
+    async def scenario() -> Any:
+        first = batcher.submit(TEXTS[:1], timeout_s=30)
+        await entered(gate)
+        bad = batcher.submit([""], timeout_s=30)  # the route refuses this; the batcher must cope all the same
+        good = batcher.submit(TEXTS[1:2], timeout_s=30)
+        gate.open()
+        return await asyncio.gather(first, bad, good, return_exceptions=True)
+
+    _, bad, good = run(scenario)
+
+    assert isinstance(bad, EmptyInput)
+    assert good == tiny_scorer.score(TEXTS[1:2])
+
+
+def test_stop_fails_queued_requests_with_not_ready_and_finishes_the_batch_in_flight(
+    make_batcher: Callable[..., Batcher], gate: Gate
+) -> None:
+    batcher = make_batcher()
+
+    async def scenario() -> Any:
+        first = batcher.submit(TEXTS[:1], timeout_s=30)
+        await entered(gate)
+        queued = batcher.submit(TEXTS[1:2], timeout_s=30)
+        stopping = asyncio.ensure_future(asyncio.to_thread(batcher.stop))
+        await wait_until(queued.done)
+        gate.open()
+        await stopping
+        return await asyncio.gather(first, queued, return_exceptions=True)
+
+    first, queued = run(scenario)
+
+    assert first[0].model_version == "tiny-0001"
+    assert isinstance(queued, NotReady)
+    assert not batcher.running
+
+
+def test_submit_after_stop_raises_not_ready(make_batcher: Callable[..., Batcher]) -> None:
+    batcher = make_batcher()
+    batcher.stop()
+
+    async def scenario() -> None:
+        batcher.submit(TEXTS[:1], timeout_s=30)
+
+    with pytest.raises(NotReady, match="the scoring worker is not running"):
+        run(scenario)
+
+
+def test_swap_applies_from_the_next_batch(
+    make_batcher: Callable[..., Batcher], gate: Gate, slot: ModelSlot, second_scorer: Scorer
+) -> None:
+    batcher = make_batcher()
+
+    async def scenario() -> Any:
+        first = batcher.submit(TEXTS[:1], timeout_s=30)
+        await entered(gate)
+        await asyncio.to_thread(slot.swap, second_scorer)  # lands while the first batch is on the old model
+        after = batcher.submit(TEXTS[1:2], timeout_s=30)
+        gate.open()
+        return await asyncio.gather(first, after)
+
+    first, after = run(scenario)
+
+    assert first[0].model_version == "tiny-0001"
+    assert after[0].model_version == "tiny-0002"

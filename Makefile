@@ -18,7 +18,7 @@ setup: $(BIN)/python  ## make .venv with the package (editable) and the dev tool
 run: setup  ## serve on 127.0.0.1:8000 with the embedded defaults (SQLite, the shipped model)
 	$(BIN)/diplotone serve --host 127.0.0.1 --port 8000
 
-test:  ## the fast suite (tiny models, offline)
+test: setup  ## the fast suite (tiny models, offline)
 	$(BIN)/pytest -m "not slow"
 
 test-all:  ## everything, the slow tests on the real MiniLM weights included (offline)
@@ -31,7 +31,7 @@ lint:
 types:
 	$(BIN)/mypy
 
-check: lint types test-all  ## lint + types + tests: what CI runs
+check: setup lint types test-all  ## setup, then lint + types + every test: what CI runs
 
 train:  ## retrain the shipped default model from training/data/ (about 10 minutes on 2 cores)
 	$(BIN)/diplotone train --ship

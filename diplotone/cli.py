@@ -108,7 +108,7 @@ def train(
     args = TrainArgs(base=base, threads=threads, seed=seed, **overrides)
     if ship:
         with tempfile.TemporaryDirectory() as scratch:
-            result = run_training(args, corpus, Registry(Path(scratch)), log=typer.echo)
+            result = run_training(args, corpus, Registry(Path(scratch)), log=typer.echo, with_baselines=True)
             typer.echo(f"shipped {ship_version(result, SHIPPED)}")
         return
     registry = Registry(data_dir / "models")

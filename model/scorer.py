@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -15,11 +17,16 @@ from model.bands import band_of
 from model.calibration import Calibration
 from model.compare import explain_difference
 from model.encoding import EncodedMessage, Window, collate_windows, encode_messages
+from model.engines import ENGINES, Engine, OnnxEngine, TorchEngine, onnx_files, parity
 from model.errors import check_text
 from model.markers import find_markers
 from model.network import EffusivenessNet, NetworkConfig, load_network
 from model.results import Comparison, ScoreResult, SentenceScore
 
+log = logging.getLogger("diplotone.scorer")
+FP32_TOLERANCE = 0.1  # score points between ONNX fp32 and torch, on every parity text
+INT8_MIN_SPEARMAN = 0.995  # int8 against fp32, over the parity texts
+INT8_TOLERANCE = 2.0  # score points between int8 and fp32, on every parity text
 DEFAULT_BATCH_TOKENS = 8192  # padded tokens per encoder call: ~32 windows of 256, a few hundred MB of activations
 
 
@@ -49,8 +56,11 @@ class Scorer:
         config: NetworkConfig,
         calibration: Calibration,
         version: str,
+        engine: Engine | None = None,
     ) -> None:
         self.net = net.eval()
+        self.engine: Engine = engine or TorchEngine(net.encoder)
+        self.engine_report: dict[str, Any] = {"engine": self.engine.name}
         self.tokenizer = tokenizer
         self.config = config
         self.calibration = calibration
@@ -58,13 +68,70 @@ class Scorer:
         self._special = (tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id)
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path) -> Scorer:
-        """Load a version folder after checking every file against its manifest (``ArtifactCorrupt`` if not)."""
+    def from_pretrained(
+        cls,
+        folder: str | Path,
+        *,
+        engine: str = "torch",
+        threads: int | None = None,
+        parity_texts: Sequence[str] | None = None,
+    ) -> Scorer:
+        """Load a version folder after checking every file against its manifest (``ArtifactCorrupt`` if not).
+
+        ``engine`` picks the encoder: "torch" (the reference), "onnx-fp32" or "onnx-int8" (exported once and cached
+        in the version's folder). With ``parity_texts`` an ONNX engine must agree with the reference on them —
+        fp32 within 0.1 points everywhere; int8 with Spearman ≥ 0.995 against fp32 and no score more than 2 points
+        off — or it is refused for the next engine down, with the reason logged and kept in ``engine_report``.
+        """
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(ENGINES)}; found {engine!r}")
         folder = Path(folder)
         manifest = verify_manifest(folder)
         net, tokenizer, config = load_network(folder)
         version = str(manifest.get("version") or folder.name)
-        return cls(net, tokenizer, config, Calibration.load(folder), version)
+        scorer = cls(net, tokenizer, config, Calibration.load(folder), version)
+        if engine != "torch":
+            scorer._use_onnx(folder, engine, threads, list(parity_texts or []))
+        return scorer
+
+    def _use_onnx(self, folder: Path, wanted: str, threads: int | None, texts: list[str]) -> None:
+        paths = onnx_files(folder, self.net.encoder)
+        reference = self.predict(texts) if texts else None
+        report: dict[str, Any] = {"requested": wanted, "parity_texts": len(texts)}
+        fp32 = OnnxEngine(paths["onnx-fp32"], "onnx-fp32", threads)
+        if reference is not None:
+            report["onnx-fp32"] = gap = parity(reference, self._predict_with(fp32, texts))
+            if gap["max_abs_diff"] > FP32_TOLERANCE:
+                reason = f"differs from torch by up to {gap['max_abs_diff']:.3f} points (> {FP32_TOLERANCE})"
+                self._refuse(report, "onnx-fp32", reason, fallback=None)
+                return
+        chosen: Engine = fp32
+        if wanted == "onnx-int8":
+            int8 = OnnxEngine(paths["onnx-int8"], "onnx-int8", threads)
+            chosen = int8
+            if reference is not None:
+                check = parity(self._predict_with(fp32, texts), self._predict_with(int8, texts))
+                report["onnx-int8"] = check
+                if check["spearman"] < INT8_MIN_SPEARMAN or check["max_abs_diff"] > INT8_TOLERANCE:
+                    self._refuse(report, "onnx-int8", f"Spearman {check['spearman']:.4f} against fp32 (needs ≥ "
+                                 f"{INT8_MIN_SPEARMAN}), largest gap {check['max_abs_diff']:.2f} points (allowed "
+                                 f"{INT8_TOLERANCE})", fallback=fp32)
+                    return
+        self.engine = chosen
+        self.engine_report = {**report, "engine": chosen.name}
+
+    def _refuse(self, report: dict[str, Any], name: str, reason: str, fallback: Engine | None) -> None:
+        log.warning("engine %s refused: %s; serving with %s", name, reason, fallback.name if fallback else "torch")
+        if fallback is not None:
+            self.engine = fallback
+        self.engine_report = {**report, "engine": self.engine.name, "refused": {name: reason}}
+
+    def _predict_with(self, engine: Engine, texts: Sequence[str]) -> np.ndarray:
+        current, self.engine = self.engine, engine
+        try:
+            return self.predict(texts)
+        finally:
+            self.engine = current
 
     @property
     def max_tokens(self) -> int:
@@ -193,7 +260,7 @@ class Scorer:
 
     def _accumulate(self, windows: list[Window], offsets: np.ndarray, pooled: _Pooled) -> None:
         batch = collate_windows(windows, *self._special)
-        states = self.net.token_states(batch.input_ids, batch.attention_mask).double()  # (windows, tokens, hidden)
+        states = self.engine.token_states(batch.input_ids, batch.attention_mask).double()  # (windows, tokens, hidden)
         keep = batch.pool_mask > 0  # (windows, tokens)
         token_states = states[keep]  # (content tokens, hidden)
         token_message = batch.window_message.unsqueeze(1).expand_as(keep)[keep]

@@ -11,10 +11,13 @@ Serve with ``uvicorn --factory service.app:create_app`` (what ``diplotone serve`
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from functools import partial
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 import torch
 from anyio import to_thread
@@ -23,7 +26,7 @@ from fastapi import FastAPI
 from model import Registry, Scorer, UnknownVersion
 from service.batching import Batcher
 from service.errors import install_error_handlers
-from service.jobs import run_training_jobs
+from service.jobs import BUNDLED_CORPUS, run_training_jobs
 from service.metrics import Metrics, MetricsMiddleware
 from service.model_slot import ModelSlot
 from service.routes import ROUTERS
@@ -42,15 +45,16 @@ async def serve_model(app: FastAPI) -> AsyncIterator[None]:
     torch.set_num_threads(settings.model_threads)
     registry = Registry(settings.models_dir)
     slot = ModelSlot()
+    load = model_loader(settings)
     # Loading and probing are blocking model work: keep them off the event loop like every other model call.
-    await to_thread.run_sync(_load_active, registry, slot)
-    batcher = Batcher(
-        slot, batch_tokens=settings.batch_tokens, queue_size=settings.queue_size, metrics=app.state.metrics
-    )
+    await to_thread.run_sync(_load_active, registry, slot, load)
+    batcher = Batcher(slot, batch_tokens=settings.batch_tokens, queue_size=settings.queue_size,
+                      metrics=app.state.metrics, max_requests=settings.max_batch_requests)
     app.state.metrics.watch(lambda: batcher.depth, lambda: slot.probe.model_version if slot.ready else None)
     app.state.registry, app.state.model_slot, app.state.batcher = registry, slot, batcher
+    app.state.load_scorer = load  # how any later version is loaded too (activation, promotion)
     batcher.start()
-    log.info("serving model %s from %s", slot.current().version, registry.root)
+    log.info("serving model %s on engine %s from %s", slot.current().version, slot.current().engine.name, registry.root)
     try:
         yield
     finally:
@@ -88,14 +92,32 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-def _load_active(registry: Registry, slot: ModelSlot) -> None:
+def model_loader(settings: Settings) -> Callable[[Path], Scorer]:
+    """``Scorer.from_pretrained`` with the configured engine and threads; an ONNX engine is checked for parity
+    against torch on the corpus test split (read as a file: the service never imports ``training``)."""
+    if settings.engine == "torch":
+        return partial(Scorer.from_pretrained, engine="torch")
+    texts = _test_split_texts((settings.corpus_dir or BUNDLED_CORPUS) / "messages.jsonl")
+    if not texts:
+        log.warning("engine %s will serve without a parity check: no test-split texts found", settings.engine)
+    return partial(Scorer.from_pretrained, engine=settings.engine, threads=settings.model_threads, parity_texts=texts)
+
+
+def _test_split_texts(path: Path) -> list[str]:
+    if not path.is_file():
+        return []
+    records = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
+    return [record["text"] for record in records if record.get("split") == "test"]
+
+
+def _load_active(registry: Registry, slot: ModelSlot, load: Callable[[Path], Scorer]) -> None:
     registry.seed()  # first start: install the shipped versions and activate the newest
     if not registry.versions():
         raise UnknownVersion(
             f"the registry {registry.root} holds no model version and none is shipped in model/shipped; "
             "train one with `diplotone train --ship` or install one into the registry"
         )
-    slot.swap(Scorer.from_pretrained(registry.active_path()))
+    slot.swap(load(registry.active_path()))
 
 
 def _version() -> str:

@@ -1,9 +1,11 @@
 """Micro-batching: concurrent scoring requests share model calls, and the model never runs on the event loop.
 
 One dedicated worker thread loops: wait until something is queued, take everything queued (oldest first) up to
-``batch_tokens`` estimated tokens, score it in one ``Scorer.score`` call, hand each request its slice. There is no fixed
-wait to gather a batch: a lone request is scored at once, and whatever arrives while the model is busy forms the next
-batch, so batches grow exactly when load does.
+``batch_tokens`` estimated tokens (and at most ``max_requests`` requests, when set), score it in one ``Scorer.score``
+call, hand each request its slice. ``max_requests=1`` turns batching off (one request per model call) without
+changing how a request's own texts are batched: the baseline that ``make bench`` measures the batcher against.
+There is no fixed wait to gather a batch: a lone request is scored at once, and whatever arrives while the model is
+busy forms the next batch, so batches grow exactly when load does.
 
 Back-pressure and abandonment:
 
@@ -73,9 +75,18 @@ class Batcher:
     >>> results = await batcher.submit(["Dear friend ..."], timeout_s=30)  # doctest: +SKIP
     """
 
-    def __init__(self, slot: ModelSlot, *, batch_tokens: int, queue_size: int, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        slot: ModelSlot,
+        *,
+        batch_tokens: int,
+        queue_size: int,
+        metrics: Metrics | None = None,
+        max_requests: int | None = None,
+    ) -> None:
         self.slot = slot
         self.batch_tokens = batch_tokens
+        self.max_requests = max_requests  # requests per model call; None: as many as the token budget allows
         self.queue_size = queue_size
         self.metrics = metrics
         self._queue: deque[_Job] = deque()
@@ -157,7 +168,7 @@ class Batcher:
                 self._run(live)
 
     def _next_batch(self) -> list[_Job] | None:
-        """Block until something is queued; take the oldest jobs up to the token budget (always at least one)."""
+        """Block until something is queued; take the oldest jobs up to the budgets (always at least one)."""
         with self._changed:
             while not self._queue and not self._stopping:
                 self._changed.wait()
@@ -165,12 +176,16 @@ class Batcher:
                 return None
             batch: list[_Job] = []
             tokens = 0
-            while self._queue and (not batch or tokens + self._queue[0].tokens <= self.batch_tokens):
+            while self._queue and (not batch or self._fits(len(batch), tokens + self._queue[0].tokens)):
                 job = self._queue.popleft()
                 self._depth -= len(job.texts)
                 batch.append(job)
                 tokens += job.tokens
             return batch
+
+    def _fits(self, requests: int, tokens: int) -> bool:
+        """Whether a batch already holding ``requests`` jobs may take one more, reaching ``tokens`` tokens."""
+        return tokens <= self.batch_tokens and (self.max_requests is None or requests < self.max_requests)
 
     def _still_wanted(self, job: _Job) -> bool:
         if job.abandoned:

@@ -13,6 +13,13 @@ into the run's row and, when the process ends, reads its outcome file:
 One run at a time: a second ``start`` while one runs is ``RunInProgress`` (409), also enforced by a partial unique
 index in the database. A service that stops ends its run (failed, "service stopped"); one that crashed finds the run
 still "running" at its next start, and ``recover`` marks it failed and ends the orphaned trainer if it still runs.
+
+Decisions worth knowing:
+
+- activating a version while a run goes is allowed (a rollback must always be possible); the run's gate then compares
+  its candidate with whatever is active when training ends, and a promotion replaces it;
+- the jobs assume one service process per data directory (``diplotone serve --workers 1``): a promotion swaps the
+  model of the process that started the run only, and a process that starts would take a sibling's run for an orphan.
 """
 
 from __future__ import annotations

@@ -127,21 +127,31 @@ class KeyVerifier:
         self.ttl_s = ttl_s
         self.size = size
         self._seen: OrderedDict[bytes, tuple[Principal, float]] = OrderedDict()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards _seen
+        self._verifying = threading.Lock()
 
     def verify(self, session: Session, token: str) -> Principal | None:
         """The principal of ``token``, from memory if verified less than ``ttl_s`` ago."""
         digest = hashlib.sha256(token.encode()).digest()
-        now = time.monotonic()
+        principal = self._remembered(digest)
+        if principal is not None:
+            return principal
+        # One argon2 verification at a time (~20 ms, 19 MiB each): a burst of requests with a new key verifies it
+        # once instead of once per thread, and memory stays bounded whatever the burst.
+        with self._verifying:
+            principal = self._remembered(digest) or authenticate(session, token)
+            if principal is not None:
+                self._remember(digest, principal)
+        return principal
+
+    def _remembered(self, digest: bytes) -> Principal | None:
         with self._lock:
             remembered = self._seen.get(digest)
-            if remembered is not None and remembered[1] > now:
-                return remembered[0]
-        principal = authenticate(session, token)
-        if principal is not None:
-            with self._lock:
-                self._seen[digest] = (principal, now + self.ttl_s)
-                self._seen.move_to_end(digest)
-                while len(self._seen) > self.size:
-                    self._seen.popitem(last=False)
-        return principal
+        return remembered[0] if remembered is not None and remembered[1] > time.monotonic() else None
+
+    def _remember(self, digest: bytes, principal: Principal) -> None:
+        with self._lock:
+            self._seen[digest] = (principal, time.monotonic() + self.ttl_s)
+            self._seen.move_to_end(digest)
+            while len(self._seen) > self.size:
+                self._seen.popitem(last=False)

@@ -24,7 +24,13 @@ class Settings(BaseSettings):
     batch_tokens: int = Field(8192, ge=64, description="padded tokens per model call")
     queue_size: int = Field(256, ge=1, description="texts waiting for the model before 429")
     request_timeout_s: float = Field(30.0, gt=0, description="deadline of a scoring request before 503")
-    model_threads: int = Field(2, ge=1, description="torch threads of the model worker")
+    max_batch_requests: int | None = Field(
+        None, ge=1, description="requests per model call; 1 turns batching off; default: as many as batch_tokens allows"
+    )
+    model_threads: int = Field(2, ge=1, description="torch (or ONNX Runtime) threads of the model worker")
+    engine: Literal["torch", "onnx-fp32", "onnx-int8"] = Field(
+        "torch", description="encoder engine; an ONNX engine must agree with torch on the test split or is refused"
+    )
     # Access
     score_requires_key: bool = False
     # Retraining

@@ -27,9 +27,10 @@ from model.network import EffusivenessNet, NetworkConfig, build_network, save_ne
 from model.registry import Registry
 from model.scorer import Scorer
 from training.args import TrainArgs
+from training.baselines import baselines
 from training.batches import GroupCollator, GroupDataset
 from training.corpus import Corpus
-from training.evaluation import evaluate_predictions, split_arrays
+from training.evaluation import evaluate_predictions, evaluate_scorer, split_arrays
 from training.gate import gate
 from training.trainer import EffusivenessTrainer, ProgressFile, validation_metrics
 
@@ -47,8 +48,13 @@ def train(
     registry: Registry,
     progress_file: Path | None = None,
     log: Callable[[str], None] = print,
+    with_baselines: bool = False,
 ) -> TrainResult:
-    """Train a candidate on ``corpus`` and install it in ``registry`` (not activated: that is the gate's call)."""
+    """Train a candidate on ``corpus`` and install it in ``registry`` (not activated: that is the gate's call).
+
+    ``with_baselines`` also evaluates the baselines on the same splits and records them in ``metrics.json``, as the
+    shipped default does, so that its claim to beat them travels with it.
+    """
     torch.set_num_threads(args.threads)
     set_seed(args.seed)
     started = time.monotonic()
@@ -84,6 +90,10 @@ def train(
         calibration.save(staging)
         metrics: dict[str, Any] = dict(evaluate_predictions(corpus, predictions, calibration))
         metrics["data_sha256"] = corpus.sha256
+        if with_baselines:
+            log("evaluating the baselines")
+            metrics["baselines"] = {name: evaluate_scorer(corpus, predict, args.coverage)
+                                    for name, predict in baselines(corpus, args.base).items()}
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         (staging / "training_args.json").write_text(json.dumps(_provenance(args, corpus, trainer, started), indent=2)
                                                     + "\n")

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from typer.testing import CliRunner
 
+from diplotone.cli import app as cli
+from service.app import create_app
 from service.keys import revoke_key, scope_allows
+from service.settings import Settings
 from tests.service.store_helpers import (
     FAKE_TRAINER_FAILS,
     TEXTS,
@@ -151,3 +156,20 @@ def test_scoring_needs_a_key_when_the_setting_asks(make_client: Callable[..., Te
     assert (scored.status_code, scored.json()["model_version"]) == (200, "tiny-0001")
     assert by_label_key.status_code == 200
     assert_problem(listing, 401, "api-key-missing")
+
+
+def test_key_created_by_the_cli_is_accepted_by_the_api(make_settings: Callable[..., Settings], data_dir: Path) -> None:
+    runner = CliRunner()
+    created = runner.invoke(cli, ["keys", "create", "--scope", "label", "--name", "annotation tool",
+                                  "--data-dir", str(data_dir)])
+    refused = runner.invoke(cli, ["keys", "create", "--scope", "root", "--data-dir", str(data_dir)])
+    token = created.stdout.strip()
+
+    with TestClient(create_app(make_settings())) as client:
+        response = client.post("/v1/messages", json={"text": TEXTS[0]}, headers=bearer(token))
+
+    assert created.exit_code == 0
+    assert token.startswith("dpt_")
+    assert refused.exit_code == 2
+    assert "scope must be one of score, label, admin; found 'root'" in refused.output
+    assert response.status_code == 201

@@ -51,8 +51,10 @@ def slot(gate: Gate) -> ModelSlot:
 def make_batcher(slot: ModelSlot, gate: Gate) -> Iterator[Callable[..., Batcher]]:
     started: list[Batcher] = []
 
-    def make(batch_tokens: int = 8192, queue_size: int = 256) -> Batcher:
-        batcher = Batcher(slot, batch_tokens=batch_tokens, queue_size=queue_size, metrics=Metrics())
+    def make(batch_tokens: int = 8192, queue_size: int = 256, max_requests: int | None = None) -> Batcher:
+        batcher = Batcher(
+            slot, batch_tokens=batch_tokens, queue_size=queue_size, metrics=Metrics(), max_requests=max_requests
+        )
         batcher.start()
         started.append(batcher)
         return batcher
@@ -109,6 +111,23 @@ def test_submit_while_model_busy_splits_batches_at_the_token_budget(
     run(scenario)
 
     assert [len(call) for call in gate.calls] == [1, 3, 2]
+
+
+def test_submit_while_model_busy_with_one_request_a_batch_scores_requests_one_by_one(
+    make_batcher: Callable[..., Batcher], gate: Gate
+) -> None:
+    batcher = make_batcher(max_requests=1)
+
+    async def scenario() -> None:
+        first = batcher.submit(TEXTS[:1], timeout_s=30)
+        await entered(gate)
+        rest = [batcher.submit(TEXTS[1:3], timeout_s=30), batcher.submit(TEXTS[3:4], timeout_s=30)]
+        gate.open()
+        await asyncio.gather(first, *rest)
+
+    run(scenario)
+
+    assert gate.calls == [TEXTS[:1], TEXTS[1:3], TEXTS[3:4]]  # a request's own texts still share a call
 
 
 def test_submit_over_the_token_budget_is_scored_alone(make_batcher: Callable[..., Batcher], gate: Gate) -> None:

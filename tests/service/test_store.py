@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from model import ScoreResult
-from service.keys import authenticate, create_key, key_id_of, revoke_key, scope_allows
+from service.keys import KeyVerifier, authenticate, create_key, key_id_of, revoke_key, scope_allows
 from service.store.db import Database
 from service.store.models import ApiKey, Base, Label, Message, TrainingRun
 from service.store.repository import MessageFields, add_messages, add_pair, put_label
@@ -226,3 +226,35 @@ def test_write_snapshot_joins_bundled_corpus_and_labelled_messages(database: Dat
         "stored_pairs": 1,
         "stored_in_test_skipped": 1,
     }
+
+
+def test_key_verifier_remembers_a_verified_key_for_its_ttl(database: Database) -> None:
+    with database.sessions() as session:
+        issued = create_key(session, "label", "tool")
+    remembering, forgetful = KeyVerifier(ttl_s=60), KeyVerifier(ttl_s=0)
+    with database.sessions() as session:
+        assert remembering.verify(session, issued.token) == issued.principal
+        assert forgetful.verify(session, issued.token) == issued.principal
+        revoke_key(session, issued.principal.key_id)
+        # Within its ttl the first still accepts the key without asking the database; the second asks and refuses.
+        assert remembering.verify(session, issued.token) == issued.principal
+        assert forgetful.verify(session, issued.token) is None
+
+
+def test_snapshot_is_read_by_the_trainer_with_stored_messages_kept_out_of_test(database: Database,
+                                                                               tmp_path: Path) -> None:
+    from training.corpus import load_snapshot  # the contract between the two sides; the service never imports it
+
+    ids = _store(database, *(f"Dear friend number {n}." for n in range(30)))
+    with database.sessions() as session:
+        for message_id in ids:
+            put_label(session, message_id, "ann", 60.0)
+        snapshot = write_snapshot(session, _corpus(tmp_path / "corpus"), tmp_path / "run-1.json")
+
+    corpus = load_snapshot(snapshot.path)
+
+    splits = dict(zip(corpus.messages["id"], corpus.messages["split"], strict=True))
+    assert len(splits) == 32
+    assert {splits[f"stored-{i}"] for i in ids} == {"train", "validation"}
+    assert [i for i, split in splits.items() if split == "test"] == ["b2"]
+    assert corpus.sha256 == snapshot.sha256

@@ -47,12 +47,12 @@ def score(
     """Score one text (readable) or a JSON Lines file (one result per line, keeping each input's id)."""
     if (text is None) == (input is None):
         raise typer.BadParameter("give either a TEXT or --input FILE, not both and not neither")
-    scorer = _scorer(model, data_dir)
     if text is not None:
-        _print_result(scorer.score([text], exact_contributions=exact)[0])
+        _print_result(_scorer(model, data_dir).score([text], exact_contributions=exact)[0])
         return
     assert input is not None
-    records = list(_read_jsonl(input))
+    records = _read_jsonl(input)  # read (and reject a bad line) before spending seconds on loading the model
+    scorer = _scorer(model, data_dir)
     from tqdm import tqdm
 
     with _open_out(output) as out, tqdm(total=len(records), unit="msg", disable=None, file=sys.stderr) as bar:
@@ -131,7 +131,7 @@ def evaluate(
     """Evaluate a version on the test split, beside the baselines, with the same figures for each."""
     from training import baselines as baseline_models
     from training.corpus import DATA_DIR, load_corpus
-    from training.evaluation import evaluate_scorer
+    from training.evaluation import breakdown, evaluate_scorer
 
     corpus = load_corpus(data or DATA_DIR)
     scorer = _scorer(model, data_dir)
@@ -140,13 +140,21 @@ def evaluate(
         for name, predict in baseline_models.baselines(corpus).items():
             rows[name] = evaluate_scorer(corpus, predict)
     columns = ("spearman", "pearson", "mae", "pairwise_accuracy", "band_accuracy", "interval_coverage")
-    typer.echo(f"test split: {int(next(iter(rows.values()))['test']['n'])} messages, "
-               f"{int(next(iter(rows.values()))['test']['pairs'])} pairs")
+    typer.echo(
+        f"test split: {int(next(iter(rows.values()))['test']['n'])} messages, "
+        f"{int(next(iter(rows.values()))['test']['pairs'])} pairs"
+    )
     typer.echo(f"{'scorer':<42}" + "".join(f"{c:>18}" for c in columns))
     for name, figures in rows.items():
         typer.echo(f"{name:<42}" + "".join(f"{figures['test'][c]:>18.3f}" for c in columns))
+    forms = breakdown(corpus, scorer.predict, "form")
+    typer.echo("\ndiplotone on the test split by form (real messages arrive as reports, notes and excerpts too):")
+    for form, figures in forms.items():
+        typer.echo(
+            f"  {form:<16} n {int(figures['n']):>3}  spearman {figures['spearman']:.3f}  mae {figures['mae']:.1f}"
+        )
     if as_json is not None:
-        as_json.write_text(json.dumps(rows, indent=2) + "\n")
+        as_json.write_text(json.dumps({"scorers": rows, "model_by_form": forms}, indent=2) + "\n")
 
 
 @models_app.command("list")
@@ -198,8 +206,10 @@ def keys_create(
     finally:
         database.close()
     typer.echo(issued.token)
-    typer.echo(f"key {issued.principal.key_id} ({issued.principal.scope}, {name!r}): store it now; "
-               "it cannot be shown again", err=True)
+    typer.echo(
+        f"key {issued.principal.key_id} ({issued.principal.scope}, {name!r}): store it now; it cannot be shown again",
+        err=True,
+    )
 
 
 @keys_app.command("list")
@@ -216,8 +226,9 @@ def keys_list(data_dir: DataDir = Path("var")) -> None:
 
 
 @keys_app.command("revoke")
-def keys_revoke(key_id: Annotated[str, typer.Argument(help="the key's id (the part after dpt_)")],
-                data_dir: DataDir = Path("var")) -> None:
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="the key's id (the part after dpt_)")], data_dir: DataDir = Path("var")
+) -> None:
     """Revoke a key (a running service may accept it for up to a minute more: it remembers verified keys)."""
     from service.keys import revoke_key
 
@@ -268,9 +279,10 @@ def _read_text(path: Path) -> str:
         raise typer.BadParameter(f"cannot read {path}: {error.strerror}") from error
 
 
-def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    handle = sys.stdin if str(path) == "-" else path.open()
-    for number, line in enumerate(handle, start=1):
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    lines = (sys.stdin.read() if str(path) == "-" else _read_text(path)).splitlines()
+    records = []
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
@@ -280,7 +292,8 @@ def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
         if not isinstance(record, dict) or not isinstance(record.get("text"), str):
             expected = '{"id": ..., "text": "..."}'
             raise typer.BadParameter(f"{path} line {number}: expected {expected}; found {line[:80]!r}")
-        yield record
+        records.append(record)
+    return records
 
 
 @contextmanager

@@ -32,7 +32,10 @@ def _dice(x: set[str], y: set[str]) -> float:
 
 
 def _summary(
-    a: ScoreResult, b: ScoreResult, changes: list[MarkerChange], only_a: list[SentenceScore],
+    a: ScoreResult,
+    b: ScoreResult,
+    changes: list[MarkerChange],
+    only_a: list[SentenceScore],
     only_b: list[SentenceScore],
 ) -> list[str]:
     direction = "warmer" if b.score > a.score else "cooler" if b.score < a.score else "as warm"

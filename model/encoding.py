@@ -30,12 +30,11 @@ class EncodedMessage:
     windows: list[Window]
 
 
-def encode_messages(
-    tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_tokens: int
-) -> list[EncodedMessage]:
+def encode_messages(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_tokens: int) -> list[EncodedMessage]:
     """Tokenize ``texts`` and cut each into sentence-aligned windows of at most ``max_tokens``."""
     capacity = max_tokens - 2  # room for [CLS] and [SEP]
-    tokenized = tokenizer(list(texts), add_special_tokens=False, return_offsets_mapping=True)
+    # No truncation here (verbose=False silences the length warning): the windows below take every token.
+    tokenized = tokenizer(list(texts), add_special_tokens=False, return_offsets_mapping=True, verbose=False)
     encoded = []
     for index, text in enumerate(texts):
         sentences = split_sentences(text)
@@ -57,11 +56,14 @@ def _assign_sentences(offsets: list[tuple[int, int]], sentences: list[Span]) -> 
 
 
 def _pack(message: int, ids: list[int], token_sentences: list[int], capacity: int) -> list[Window]:
+    """Fill windows sentence by sentence, aiming at equal sizes: a message of 1.1 windows becomes two halves rather
+    than a full window and a scrap, since a scrap's tokens are encoded with almost no context."""
     pieces = _sentence_pieces(token_sentences, capacity)
+    target = -(-len(ids) // max(1, -(-len(ids) // capacity)))  # ceil(tokens / ceil(tokens / capacity))
     windows: list[Window] = []
     current: list[int] = []  # token positions of the window being filled
     for piece in pieces:
-        if current and len(current) + len(piece) > capacity:
+        if current and (len(current) + len(piece) > capacity or len(current) >= target):
             windows.append(_window(message, ids, token_sentences, current))
             current = []
         current.extend(piece)

@@ -89,7 +89,8 @@ def onnx_files(folder: Path, encoder: torch.nn.Module) -> dict[str, Path]:
 
 def _export(encoder: torch.nn.Module, path: Path) -> None:
     # A padded example, so that the traced graph keeps the attention-mask path.
-    vocabulary = int(getattr(encoder, "config").vocab_size)
+    config: Any = encoder.config
+    vocabulary = int(config.vocab_size)
     input_ids = torch.arange(1, 11).reshape(2, 5) % (vocabulary - 1) + 1
     attention_mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
     axes = {"0": "windows", "1": "tokens"}
@@ -101,9 +102,14 @@ def _export(encoder: torch.nn.Module, path: Path) -> None:
         # concern mask shortcuts that the padded example keeps on the general path.
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            _EncoderStates(encoder).eval(), (input_ids, attention_mask), str(temporary),
-            input_names=["input_ids", "attention_mask"], output_names=["states"], dynamic_axes=dynamic,
-            opset_version=17, dynamo=False,
+            _EncoderStates(encoder).eval(),
+            (input_ids, attention_mask),
+            str(temporary),
+            input_names=["input_ids", "attention_mask"],
+            output_names=["states"],
+            dynamic_axes=dynamic,
+            opset_version=17,
+            dynamo=False,
         )
     temporary.replace(path)
 

@@ -28,7 +28,7 @@ ENCODER = "encoder"
 @dataclass(frozen=True)
 class NetworkConfig:
     mode: str = "lora"  # "lora": base + adapter, "full": a whole fine-tuned encoder
-    max_tokens: int = 256  # window length, [CLS] and [SEP] included
+    max_tokens: int = 512  # window length, [CLS] and [SEP] included
     dropout: float = 0.1
 
     def __post_init__(self) -> None:

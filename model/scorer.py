@@ -113,9 +113,14 @@ class Scorer:
                 check = parity(self._predict_with(fp32, texts), self._predict_with(int8, texts))
                 report["onnx-int8"] = check
                 if check["spearman"] < INT8_MIN_SPEARMAN or check["max_abs_diff"] > INT8_TOLERANCE:
-                    self._refuse(report, "onnx-int8", f"Spearman {check['spearman']:.4f} against fp32 (needs ≥ "
-                                 f"{INT8_MIN_SPEARMAN}), largest gap {check['max_abs_diff']:.2f} points (allowed "
-                                 f"{INT8_TOLERANCE})", fallback=fp32)
+                    self._refuse(
+                        report,
+                        "onnx-int8",
+                        f"Spearman {check['spearman']:.4f} against fp32 (needs ≥ "
+                        f"{INT8_MIN_SPEARMAN}), largest gap {check['max_abs_diff']:.2f} points (allowed "
+                        f"{INT8_TOLERANCE})",
+                        fallback=fp32,
+                    )
                     return
         self.engine = chosen
         self.engine_report = {**report, "engine": chosen.name}
@@ -191,8 +196,13 @@ class Scorer:
             n = len(message.sentences)
             score = float(scores[index])
             sentences = [
-                SentenceScore(span.start, span.end, span.text, _round(alone[cursor + i]),
-                              _round(score - float(without[cursor + i])))
+                SentenceScore(
+                    span.start,
+                    span.end,
+                    span.text,
+                    _round(alone[cursor + i]),
+                    _round(score - float(without[cursor + i])),
+                )
                 for i, span in enumerate(message.sentences)
             ]
             cursor += n
@@ -241,9 +251,7 @@ class Scorer:
             torch.zeros(len(encoded), dtype=torch.float64),
             torch.zeros(n_sentences, hidden, dtype=torch.float64),
             torch.zeros(n_sentences, dtype=torch.float64),
-            torch.tensor(
-                [i for i, m in enumerate(encoded) for _ in m.sentences], dtype=torch.long
-            ),
+            torch.tensor([i for i, m in enumerate(encoded) for _ in m.sentences], dtype=torch.long),
         )
         windows = [w for m in encoded for w in m.windows]
         remaining = [len(m.windows) for m in encoded]
@@ -305,4 +313,3 @@ def _length_sorted_batches(windows: list[Window], batch_tokens: int) -> list[lis
 
 def _round(value: float | torch.Tensor) -> float:
     return round(float(value), 4)
-

@@ -48,8 +48,13 @@ async def serve_model(app: FastAPI) -> AsyncIterator[None]:
     load = model_loader(settings)
     # Loading and probing are blocking model work: keep them off the event loop like every other model call.
     await to_thread.run_sync(_load_active, registry, slot, load)
-    batcher = Batcher(slot, batch_tokens=settings.batch_tokens, queue_size=settings.queue_size,
-                      metrics=app.state.metrics, max_requests=settings.max_batch_requests)
+    batcher = Batcher(
+        slot,
+        batch_tokens=settings.batch_tokens,
+        queue_size=settings.queue_size,
+        metrics=app.state.metrics,
+        max_requests=settings.max_batch_requests,
+    )
     app.state.metrics.watch(lambda: batcher.depth, lambda: slot.probe.model_version if slot.ready else None)
     app.state.registry, app.state.model_slot, app.state.batcher = registry, slot, batcher
     app.state.load_scorer = load  # how any later version is loaded too (activation, promotion)

@@ -28,8 +28,12 @@ class MissingKey(ServiceError):
     slug, title = "api-key-missing", "API key missing"
 
     def __init__(self, required: str) -> None:
-        super().__init__(f"this route needs an API key with scope '{required}'; expected an 'Authorization: Bearer "
-                         "dpt_…' or 'X-API-Key: dpt_…' header, found neither", headers=_CHALLENGE, required=required)
+        super().__init__(
+            f"this route needs an API key with scope '{required}'; expected an 'Authorization: Bearer "
+            "dpt_…' or 'X-API-Key: dpt_…' header, found neither",
+            headers=_CHALLENGE,
+            required=required,
+        )
 
 
 class UnknownKey(ServiceError):
@@ -39,8 +43,9 @@ class UnknownKey(ServiceError):
     def __init__(self, token: str) -> None:
         key_id = key_id_of(token)
         found = f"key id {key_id}" if key_id else "a value not of the form dpt_<16 hex digits>_<43 characters>"
-        super().__init__(f"the API key is not valid (unknown, revoked or wrong secret); found {found}",
-                         headers=_CHALLENGE)
+        super().__init__(
+            f"the API key is not valid (unknown, revoked or wrong secret); found {found}", headers=_CHALLENGE
+        )
 
 
 class ScopeTooLow(ServiceError):
@@ -48,8 +53,11 @@ class ScopeTooLow(ServiceError):
     slug, title = "api-key-scope", "API key lacks the scope"
 
     def __init__(self, principal: Principal, required: str) -> None:
-        super().__init__(f"this route needs scope '{required}' or above; key {principal.key_id} has scope "
-                         f"'{principal.scope}'", required=required, found=principal.scope)
+        super().__init__(
+            f"this route needs scope '{required}' or above; key {principal.key_id} has scope '{principal.scope}'",
+            required=required,
+            found=principal.scope,
+        )
 
 
 def get_key_verifier(request: Request) -> KeyVerifier:

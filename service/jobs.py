@@ -102,13 +102,28 @@ class TrainingPlan:
 
     def paths(self, run_id: int) -> RunPaths:
         folder = self.work_dir / "runs" / str(run_id)
-        return RunPaths(self.work_dir / "snapshots" / f"run-{run_id}.json", folder / "progress.json",
-                        folder / "outcome.json", folder / "train.log")
+        return RunPaths(
+            self.work_dir / "snapshots" / f"run-{run_id}.json",
+            folder / "progress.json",
+            folder / "outcome.json",
+            folder / "train.log",
+        )
 
     def argv(self, paths: RunPaths) -> list[str]:
-        argv = [*self.command, "--snapshot", str(paths.snapshot), "--registry", str(self.registry_dir),
-                "--progress", str(paths.progress), "--outcome", str(paths.outcome),
-                "--threads", str(self.threads), "--gate"]
+        argv = [
+            *self.command,
+            "--snapshot",
+            str(paths.snapshot),
+            "--registry",
+            str(self.registry_dir),
+            "--progress",
+            str(paths.progress),
+            "--outcome",
+            str(paths.outcome),
+            "--threads",
+            str(self.threads),
+            "--gate",
+        ]
         for flag, value in (("--base", self.base_model), ("--epochs", self.epochs), ("--max-steps", self.max_steps)):
             if value is not None:
                 argv += [flag, str(value)]
@@ -118,8 +133,13 @@ class TrainingPlan:
         """The trainer's environment: bounded math threads, and the source tree importable."""
         threads = str(self.threads)
         path = os.pathsep.join(p for p in (str(SOURCE_ROOT), os.environ.get("PYTHONPATH", "")) if p)
-        return {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
-                "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": path}
+        return {
+            **os.environ,
+            "OMP_NUM_THREADS": threads,
+            "MKL_NUM_THREADS": threads,
+            "TOKENIZERS_PARALLELISM": "false",
+            "PYTHONPATH": path,
+        }
 
 
 @dataclass(frozen=True)
@@ -137,8 +157,9 @@ class ModelSwitch:
     the registry pointer moves before the slot, so a crash in between restarts on the new version.
     """
 
-    def __init__(self, registry: Registry, slot: ModelSlot,
-                 load: Callable[[Path], Scorer] = Scorer.from_pretrained) -> None:
+    def __init__(
+        self, registry: Registry, slot: ModelSlot, load: Callable[[Path], Scorer] = Scorer.from_pretrained
+    ) -> None:
         self.registry = registry
         self.slot = slot
         self.load = load
@@ -167,8 +188,11 @@ class ModelSwitch:
         with self._lock:
             serving = self.serving
             if serving is not None and self.registry.active_version() != serving:
-                log.warning("registry pointed at %s while %s is served; pointing it back",
-                            self.registry.active_version(), serving)
+                log.warning(
+                    "registry pointed at %s while %s is served; pointing it back",
+                    self.registry.active_version(),
+                    serving,
+                )
                 self.registry.activate(serving)
 
 
@@ -198,8 +222,12 @@ class TrainingJobs:
             orphans = list(session.scalars(select(TrainingRun).where(TrainingRun.status == RUNNING)))
             for run in orphans:
                 ended = _end_orphan(run.pid, self.plan.paths(run.id).outcome)
-                _finish(run, FAILED, error="the service restarted during the run"
-                        + ("; its training process was ended" if ended else ""))
+                _finish(
+                    run,
+                    FAILED,
+                    error="the service restarted during the run"
+                    + ("; its training process was ended" if ended else ""),
+                )
             session.commit()
         return [run.id for run in orphans]
 
@@ -214,7 +242,8 @@ class TrainingJobs:
             if missing:
                 raise RetrainingUnavailable(
                     f"the bundled corpus is incomplete: expected {', '.join(str(p) for p in missing)}; not found",
-                    missing=[str(p) for p in missing])
+                    missing=[str(p) for p in missing],
+                )
             run_id = self._insert_run(requested_by)
             paths = self.plan.paths(run_id)
             try:
@@ -226,8 +255,9 @@ class TrainingJobs:
                 raise
             self._update(run_id, lambda run: _started(run, snapshot, process.pid))
             active = _Active(run_id, process, paths)
-            active.thread = threading.Thread(target=self._watch, args=(active,), name=f"training-run-{run_id}",
-                                             daemon=True)
+            active.thread = threading.Thread(
+                target=self._watch, args=(active,), name=f"training-run-{run_id}", daemon=True
+            )
             self._active = active
             active.thread.start()
         log.info("training run %d started (pid %d, snapshot %s)", run_id, process.pid, snapshot.sha256[:12])
@@ -282,8 +312,13 @@ class TrainingJobs:
     def _spawn(self, paths: RunPaths) -> subprocess.Popen[bytes]:
         paths.log.parent.mkdir(parents=True, exist_ok=True)
         with paths.log.open("wb") as log_file:  # the child keeps its own handle
-            return subprocess.Popen(self.plan.argv(paths), stdin=subprocess.DEVNULL, stdout=log_file,
-                                    stderr=subprocess.STDOUT, env=self.plan.environment())
+            return subprocess.Popen(
+                self.plan.argv(paths),
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env=self.plan.environment(),
+            )
 
     def _update(self, run_id: int, change: Callable[[TrainingRun], None]) -> None:
         with self.database.sessions() as session:

@@ -39,14 +39,26 @@ def make_tiny_base(folder: Path) -> Path:
     tokenizer = BertTokenizerFast(vocab={token: index for index, token in enumerate(tokens)}, do_lower_case=True)
     tokenizer.save_pretrained(str(folder))
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=37, max_position_embeddings=128)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+        max_position_embeddings=128,
+    )
     BertModel(config, add_pooling_layer=False).save_pretrained(str(folder))
     return folder
 
 
-def make_tiny_version(base: Path, folder: Path, version: str = "tiny-0001", max_tokens: int = 24,
-                      test_spearman: float = 0.5, test_pairwise: float = 0.6) -> Path:
+def make_tiny_version(
+    base: Path,
+    folder: Path,
+    version: str = "tiny-0001",
+    max_tokens: int = 24,
+    test_spearman: float = 0.5,
+    test_pairwise: float = 0.6,
+) -> Path:
     """A LoRA version on ``base`` with a random head, a calibration and metrics, as training would write it."""
     torch.manual_seed(1)
     config = NetworkConfig(mode="lora", max_tokens=max_tokens)
@@ -56,8 +68,16 @@ def make_tiny_version(base: Path, folder: Path, version: str = "tiny-0001", max_
         net.head.weight.normal_(0, 0.3)  # spread the scores so that texts differ visibly
     save_network(net, tokenizer, folder, config, base_ref(base))
     Calibration(coverage=0.9, halfwidth=12.0, residual_sd=8.0, n=40).save(folder)
-    figures = {"spearman": test_spearman, "pearson": 0.5, "mae": 15.0, "pairwise_accuracy": test_pairwise,
-               "band_accuracy": 0.4, "interval_coverage": 0.9, "n": 40.0, "pairs": 10.0}
+    figures = {
+        "spearman": test_spearman,
+        "pearson": 0.5,
+        "mae": 15.0,
+        "pairwise_accuracy": test_pairwise,
+        "band_accuracy": 0.4,
+        "interval_coverage": 0.9,
+        "n": 40.0,
+        "pairs": 10.0,
+    }
     (folder / "metrics.json").write_text(json.dumps({"test": figures, "validation": figures}))
     write_manifest(folder, {"version": version, "created": "2026-11-29T00:00:00+00:00"})
     return folder
@@ -92,9 +112,21 @@ def write_tiny_corpus(folder: Path, messages: int = 40) -> Path:
         sentences = rng.sample(WARM_SENTENCES, warm) + rng.sample(COLD_SENTENCES, 5 - warm)
         rng.shuffle(sentences)
         split = ("train", "train", "train", "validation", "test")[index // 2 % 5]
-        records.append({"id": f"t{index:03d}", "text": " ".join(sentences), "sender": "A", "recipient": "B",
-                        "date": "2024-01-01", "occasion": "national_day", "language": "en", "score": 5.0 + 18 * warm,
-                        "split": split, "group": group, "warm": warm})
+        records.append(
+            {
+                "id": f"t{index:03d}",
+                "text": " ".join(sentences),
+                "sender": "A",
+                "recipient": "B",
+                "date": "2024-01-01",
+                "occasion": "national_day",
+                "language": "en",
+                "score": 5.0 + 18 * warm,
+                "split": split,
+                "group": group,
+                "warm": warm,
+            }
+        )
         if index % 2 == 1 and records[-2]["score"] > records[-1]["score"]:
             pairs.append({"warmer": records[-2]["id"], "cooler": records[-1]["id"], "kind": "year-over-year"})
     (folder / "messages.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))

@@ -13,8 +13,21 @@ import pytest
 from model.bands import BAND_NAMES, band_of
 from training.corpus import DATA_DIR, load_corpus
 
-FIELDS = {"id": str, "text": str, "sender": str, "recipient": str, "date": str, "occasion": str, "language": str,
-          "score": float, "split": str, "group": str, "voice": str, "form": str, "source": str}
+FIELDS = {
+    "id": str,
+    "text": str,
+    "sender": str,
+    "recipient": str,
+    "date": str,
+    "occasion": str,
+    "language": str,
+    "score": float,
+    "split": str,
+    "group": str,
+    "voice": str,
+    "form": str,
+    "source": str,
+}
 PAIR_KINDS = {"year-over-year", "variant"}
 
 
@@ -120,7 +133,10 @@ def test_series_pairs_share_sender_recipient_and_occasion(messages: list[dict], 
     for pair in pairs:
         warmer, cooler = by_id[pair["warmer"]], by_id[pair["cooler"]]
         assert (warmer["sender"], warmer["recipient"], warmer["occasion"]) == (
-            cooler["sender"], cooler["recipient"], cooler["occasion"]), pair
+            cooler["sender"],
+            cooler["recipient"],
+            cooler["occasion"],
+        ), pair
 
 
 def test_corpus_loads_through_datasets() -> None:

@@ -55,7 +55,7 @@ def test_activate_refuses_a_damaged_version_and_keeps_the_old(shipped: Path, tin
     registry.seed(shipped)
     path = registry.install(make_tiny_version(tiny_base, tmp_path / "c", version="c"), "c")
     (path / "metrics.json").write_text("{}")
-    with pytest.raises(ArtifactCorrupt, match="metrics.json"):
+    with pytest.raises(ArtifactCorrupt, match=r"metrics\.json"):
         registry.activate("c")
     assert registry.active_version() == "2026-01-01-lora-aaaaaa"
 

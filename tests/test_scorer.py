@@ -102,14 +102,14 @@ def test_damaged_weights_raise_artifact_corrupt_naming_the_file(tiny_version: Pa
     copy = shutil.copytree(tiny_version, tmp_path / "damaged")
     head = copy / "head.safetensors"
     head.write_bytes(head.read_bytes()[:-4] + b"\x00\x00\x00\x00")
-    with pytest.raises(ArtifactCorrupt, match="head.safetensors: sha256 is"):
+    with pytest.raises(ArtifactCorrupt, match=r"head\.safetensors: sha256 is"):
         Scorer.from_pretrained(copy)
 
 
 def test_missing_file_raises_artifact_corrupt(tiny_version: Path, tmp_path: Path) -> None:
     copy = shutil.copytree(tiny_version, tmp_path / "missing")
     (copy / "calibration.json").unlink()
-    with pytest.raises(ArtifactCorrupt, match="calibration.json: listed in the manifest but missing"):
+    with pytest.raises(ArtifactCorrupt, match=r"calibration\.json: listed in the manifest but missing"):
         Scorer.from_pretrained(copy)
 
 
@@ -120,7 +120,7 @@ def test_damaged_base_weights_are_refused(tiny_base: Path, tiny_version: Path, t
     version = make_tiny_version(base, tmp_path / "v")
     weights = base / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-2] + b"\x00\x01")
-    with pytest.raises(ArtifactCorrupt, match="model.safetensors: sha256 is"):
+    with pytest.raises(ArtifactCorrupt, match=r"model\.safetensors: sha256 is"):
         Scorer.from_pretrained(version)
 
 
@@ -140,3 +140,9 @@ def test_compare_of_identical_texts_is_even(tiny_scorer: Scorer) -> None:
     comparison = tiny_scorer.compare(WARM, WARM)
     assert comparison.delta == 0.0 and comparison.p_b_warmer == 0.5
     assert comparison.explanation.only_in_a == comparison.explanation.only_in_b == []
+
+
+def test_windows_are_balanced_rather_than_leaving_a_scrap(tiny_scorer: Scorer) -> None:
+    text = " ".join(["We wish you health."] * 12)  # 5 tokens a sentence, 60 in all
+    [message] = encode_messages(tiny_scorer.tokenizer, [text], 52)  # 50 content tokens a window
+    assert [len(w.token_ids) for w in message.windows] == [30, 30]

@@ -15,13 +15,19 @@ from model.scorer import Scorer
 
 pytestmark = pytest.mark.slow
 
-COLD = ("The Ministry of Foreign Affairs categorically rejects the statement issued yesterday by the Government of "
-        "Marvania. Its claims are baseless and amount to interference in our internal affairs.")
-FORMAL = ("Excellency, on the occasion of the National Day of your country, please accept my congratulations and my "
-          "best wishes for the prosperity of your people.")
-EFFUSIVE = ("My dear brother, I send you my warmest and most heartfelt congratulations. Your wise and far-sighted "
-            "leadership is an inspiration to us all, and the unbreakable bonds of brotherhood between our nations "
-            "will only grow stronger with every year. I pray for your health and long life.")
+COLD = (
+    "The Ministry of Foreign Affairs categorically rejects the statement issued yesterday by the Government of "
+    "Marvania. Its claims are baseless and amount to interference in our internal affairs."
+)
+FORMAL = (
+    "Excellency, on the occasion of the National Day of your country, please accept my congratulations and my "
+    "best wishes for the prosperity of your people."
+)
+EFFUSIVE = (
+    "My dear brother, I send you my warmest and most heartfelt congratulations. Your wise and far-sighted "
+    "leadership is an inspiration to us all, and the unbreakable bonds of brotherhood between our nations "
+    "will only grow stronger with every year. I pray for your health and long life."
+)
 
 
 @pytest.fixture(scope="module")
@@ -50,15 +56,20 @@ def test_shipped_model_orders_the_guide_anchors(scorer: Scorer) -> None:
 
 
 def test_shipped_model_names_the_dropped_warm_sentence(scorer: Scorer) -> None:
-    warm = ("Dear Comrade Chairman, on the anniversary of our diplomatic relations I extend warm congratulations. "
-            "The friendship between our peoples, forged by the older generation of leaders, is unbreakable. "
-            "I am ready to work with you to raise our cooperation to a new level.")
-    cooler = ("Dear Comrade Chairman, on the anniversary of our diplomatic relations I extend warm congratulations. "
-              "I am ready to work with you to raise our cooperation to a new level.")
+    warm = (
+        "Dear Comrade Chairman, on the anniversary of our diplomatic relations I extend warm congratulations. "
+        "The friendship between our peoples, forged by the older generation of leaders, is unbreakable. "
+        "I am ready to work with you to raise our cooperation to a new level."
+    )
+    cooler = (
+        "Dear Comrade Chairman, on the anniversary of our diplomatic relations I extend warm congratulations. "
+        "I am ready to work with you to raise our cooperation to a new level."
+    )
     comparison = scorer.compare(warm, cooler)
     assert comparison.delta < 0 and comparison.p_b_warmer < 0.5
     assert [s.text for s in comparison.explanation.only_in_a] == [
-        "The friendship between our peoples, forged by the older generation of leaders, is unbreakable."]
+        "The friendship between our peoples, forged by the older generation of leaders, is unbreakable."
+    ]
 
 
 def test_shipped_model_batch_equals_single(scorer: Scorer) -> None:

@@ -8,10 +8,17 @@ from model.text import split_sentences
 
 
 def test_split_keeps_abbreviations_and_breaks_on_salutations() -> None:
-    text = "To H.E. Mr. Lee, President\n\nDear Comrade Chairman,\nOn the 75th anniversary, greetings! We agree. Dr. Kim said so."
+    text = (
+        "To H.E. Mr. Lee, President\n\nDear Comrade Chairman,\nOn the 75th anniversary, greetings! We agree. "
+        "Dr. Kim said so."
+    )
     assert [s.text for s in split_sentences(text)] == [
-        "To H.E. Mr. Lee, President", "Dear Comrade Chairman,", "On the 75th anniversary, greetings!",
-        "We agree.", "Dr. Kim said so."]
+        "To H.E. Mr. Lee, President",
+        "Dear Comrade Chairman,",
+        "On the 75th anniversary, greetings!",
+        "We agree.",
+        "Dr. Kim said so.",
+    ]
 
 
 def test_split_spans_index_the_text() -> None:
@@ -20,8 +27,10 @@ def test_split_spans_index_the_text() -> None:
 
 
 def test_markers_find_each_kind_with_spans() -> None:
-    text = ("Dear brother, under your wise leadership our unbreakable friendship, forged in struggle, will continue "
-            "to grow. I wish you good health. We value our cooperation.")
+    text = (
+        "Dear brother, under your wise leadership our unbreakable friendship, forged in struggle, will continue "
+        "to grow. I wish you good health. We value our cooperation."
+    )
     kinds = count_markers(find_markers(text))
     assert kinds["friendship"] == 2 and kinds["superlative"] == 1 and kinds["personal_praise"] == 1
     assert kinds["shared_history"] == 1 and kinds["wishes"] == 2 and kinds["commitment"] == 1
@@ -30,12 +39,24 @@ def test_markers_find_each_kind_with_spans() -> None:
 
 
 def test_protest_note_has_no_warm_markers() -> None:
-    kinds = count_markers(find_markers("The Ministry categorically rejects the baseless claims and demands a retraction."))
+    kinds = count_markers(
+        find_markers("The Ministry categorically rejects the baseless claims and demands a retraction.")
+    )
     assert sum(kinds.values()) == 0
 
 
-@pytest.mark.parametrize(("score", "band"), [(0, "cold"), (19.99, "cold"), (20, "formal"), (59.9, "cordial"),
-                                             (60, "warm"), (80, "effusive"), (100, "effusive")])
+@pytest.mark.parametrize(
+    ("score", "band"),
+    [
+        (0, "cold"),
+        (19.99, "cold"),
+        (20, "formal"),
+        (59.9, "cordial"),
+        (60, "warm"),
+        (80, "effusive"),
+        (100, "effusive"),
+    ],
+)
 def test_band_edges_are_half_open(score: float, band: str) -> None:
     assert band_of(score) == band
 

@@ -29,8 +29,16 @@ def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def trained(tiny_base: Path, tiny_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple:
     registry = Registry(tmp_path_factory.mktemp("registry"))
-    args = TrainArgs(base=str(tiny_base), max_tokens=32, epochs=6, batch_groups=2, learning_rate=5e-3,
-                     head_learning_rate=2e-2, threads=1, patience=6)
+    args = TrainArgs(
+        base=str(tiny_base),
+        max_tokens=32,
+        epochs=6,
+        batch_groups=2,
+        learning_rate=5e-3,
+        head_learning_rate=2e-2,
+        threads=1,
+        patience=6,
+    )
     return train(args, load_corpus(tiny_corpus), registry, log=lambda _: None), registry
 
 
@@ -53,12 +61,26 @@ def test_trained_version_loads_and_scores_warm_above_cold(trained: tuple, tiny_c
 def test_version_folder_holds_the_registry_files(trained: tuple) -> None:
     result, _ = trained
     names = {p.name for p in result.path.iterdir()}
-    assert {"manifest.json", "metrics.json", "training_args.json", "calibration.json", "config.json", "base.json",
-            "head.safetensors", "adapter"} <= names
+    assert {
+        "manifest.json",
+        "metrics.json",
+        "training_args.json",
+        "calibration.json",
+        "config.json",
+        "base.json",
+        "head.safetensors",
+        "adapter",
+    } <= names
     metrics = json.loads((result.path / "metrics.json").read_text())
     assert set(metrics) >= {"test", "validation", "data_sha256"}
-    assert set(metrics["test"]) >= {"spearman", "pearson", "mae", "pairwise_accuracy", "band_accuracy",
-                                    "interval_coverage"}
+    assert set(metrics["test"]) >= {
+        "spearman",
+        "pearson",
+        "mae",
+        "pairwise_accuracy",
+        "band_accuracy",
+        "interval_coverage",
+    }
     manifest = json.loads((result.path / "manifest.json").read_text())
     assert manifest["version"] == result.version and "head.safetensors" in manifest["files"]
 
@@ -70,9 +92,24 @@ def test_lora_version_is_small(trained: tuple) -> None:
 
 def test_python_m_training_gates_and_writes_outcome(tiny_base: Path, tiny_corpus: Path, tmp_path: Path) -> None:
     outcome = tmp_path / "outcome.json"
-    command = [sys.executable, "-m", "training", "--data", str(tiny_corpus), "--registry", str(tmp_path / "models"),
-               "--outcome", str(outcome), "--progress", str(tmp_path / "progress.json"), "--gate",
-               "--base", str(tiny_base), "--max-steps", "2"]
+    command = [
+        sys.executable,
+        "-m",
+        "training",
+        "--data",
+        str(tiny_corpus),
+        "--registry",
+        str(tmp_path / "models"),
+        "--outcome",
+        str(outcome),
+        "--progress",
+        str(tmp_path / "progress.json"),
+        "--gate",
+        "--base",
+        str(tiny_base),
+        "--max-steps",
+        "2",
+    ]
     subprocess.run(command, check=True, capture_output=True, timeout=300)
     result = json.loads(outcome.read_text())
     progress = json.loads((tmp_path / "progress.json").read_text())
@@ -120,8 +157,13 @@ def test_gate_rejects_miscalibrated_intervals() -> None:
 
 
 def test_metrics_count_pairs_and_bands() -> None:
-    figures = regression_metrics(np.array([10.0, 30.0, 70.0]), np.array([15.0, 25.0, 90.0]), ["a", "b", "c"],
-                                 [{"warmer": "c", "cooler": "a"}, {"warmer": "a", "cooler": "b"}], halfwidth=6.0)
+    figures = regression_metrics(
+        np.array([10.0, 30.0, 70.0]),
+        np.array([15.0, 25.0, 90.0]),
+        ["a", "b", "c"],
+        [{"warmer": "c", "cooler": "a"}, {"warmer": "a", "cooler": "b"}],
+        halfwidth=6.0,
+    )
     assert figures["pairwise_accuracy"] == 0.5
     assert figures["band_accuracy"] == pytest.approx(2 / 3)
     assert figures["interval_coverage"] == pytest.approx(2 / 3)

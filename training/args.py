@@ -10,7 +10,7 @@ from typing import Any
 class TrainArgs:
     base: str | None = None  # None: the packaged MiniLM; else a local Hugging Face model folder
     mode: str = "lora"  # "lora" (adapter + head, small enough to commit) or "full"
-    max_tokens: int = 256  # window length; longer messages span several windows
+    max_tokens: int = 512  # window length; longer messages span several windows
     lora_r: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.1
@@ -20,7 +20,7 @@ class TrainArgs:
     learning_rate: float = 1e-3
     head_learning_rate: float = 3e-3
     weight_decay: float = 0.01
-    epochs: int = 6
+    epochs: int = 5
     batch_groups: int = 4  # groups (a message with its variants) per step; pair members share a batch
     warmup_fraction: float = 0.06
     pair_margin: float = 0.05  # on the 0-1 target: the warmer message should lead by 5 points

@@ -38,7 +38,7 @@ def vader_features(texts: Sequence[str]) -> np.ndarray:
     return np.asarray([[analyzer.polarity_scores(text)["compound"]] for text in texts])
 
 
-def frozen_embedding_features(base: str | None = None, max_tokens: int = 256) -> Features:
+def frozen_embedding_features(base: str | None = None, max_tokens: int = 512) -> Features:
     """Mean-pooled embeddings of the base encoder, untouched by fine-tuning."""
     config = NetworkConfig(max_tokens=max_tokens)
     net, tokenizer = build_network(base_ref(base).resolve(), config)

@@ -44,8 +44,11 @@ class GroupDataset(Dataset[Group]):
     ) -> Group:
         ids = [records[i]["id"] for i in members]
         position = {message_id: i for i, message_id in enumerate(ids)}
-        inside = [(position[p["warmer"]], position[p["cooler"]]) for p in pairs
-                  if p["warmer"] in position and p["cooler"] in position]
+        inside = [
+            (position[p["warmer"]], position[p["cooler"]])
+            for p in pairs
+            if p["warmer"] in position and p["cooler"] in position
+        ]
         return Group(ids, [encoded[i] for i in members], [records[i]["score"] / 100.0 for i in members], inside)
 
     def __len__(self) -> int:
@@ -83,4 +86,3 @@ class GroupCollator:
             "pair_warmer": torch.tensor(warmer, dtype=torch.long),
             "pair_cooler": torch.tensor(cooler, dtype=torch.long),
         }
-

@@ -18,7 +18,13 @@ from datasets import Dataset, Features, Value
 DATA_DIR = Path(__file__).resolve().parent / "data"
 SPLITS = ("train", "validation", "test")
 REQUIRED: dict[str, type | tuple[type, ...]] = {
-    "id": str, "text": str, "sender": str, "recipient": str, "date": str, "occasion": str, "score": (int, float),
+    "id": str,
+    "text": str,
+    "sender": str,
+    "recipient": str,
+    "date": str,
+    "occasion": str,
+    "score": (int, float),
 }
 
 
@@ -29,7 +35,8 @@ class Corpus:
     sha256: str  # of the files the corpus was read from
 
     def split(self, name: str) -> Dataset:
-        return self.messages.filter(lambda split: split == name, input_columns="split")
+        indices = [i for i, split in enumerate(self.messages["split"]) if split == name]
+        return self.messages.select(indices)
 
     def pairs_within(self, ids: set[str]) -> list[dict[str, str]]:
         return [p for p in self.pairs if p["warmer"] in ids and p["cooler"] in ids]
@@ -70,11 +77,14 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 def _dataset(records: list[dict[str, Any]]) -> Dataset:
     # Built from parsed rows with explicit string columns: the JSON loader would turn "date" into a timestamp.
-    columns = {name: Value("string") for name in ("id", "text", "sender", "recipient", "date", "occasion", "split",
-                                                   "group")}
+    columns = {
+        name: Value("string")
+        for name in ("id", "text", "sender", "recipient", "date", "occasion", "split", "group", "voice", "form")
+    }
     columns["score"] = Value("float64")
-    return Dataset.from_list([{name: record.get(name) for name in columns} for record in records],
-                             features=Features(columns))
+    return Dataset.from_list(
+        [{name: record.get(name) for name in columns} for record in records], features=Features(columns)
+    )
 
 
 def _split_for(group: str) -> str:

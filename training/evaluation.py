@@ -26,8 +26,9 @@ def evaluate_predictions(
     figures = {}
     for split, predicted in predictions.items():
         ids, _, target = split_arrays(corpus, split)
-        figures[split] = regression_metrics(predicted, target, ids, corpus.pairs_within(set(ids)),
-                                            calibration.halfwidth)
+        figures[split] = regression_metrics(
+            predicted, target, ids, corpus.pairs_within(set(ids)), calibration.halfwidth
+        )
     return figures
 
 
@@ -36,3 +37,23 @@ def evaluate_scorer(corpus: Corpus, predict: Predict, coverage: float = 0.9) -> 
     predictions = {split: predict(split_arrays(corpus, split)[1]) for split in ("validation", "test")}
     calibration = Calibration.fit(predictions["validation"], split_arrays(corpus, "validation")[2], coverage)
     return evaluate_predictions(corpus, predictions, calibration)
+
+
+def breakdown(corpus: Corpus, predict: Predict, column: str, split: str = "test") -> dict[str, dict[str, float]]:
+    """Spearman and MAE on ``split`` within each value of ``column`` (form, voice, ...): where the model is weak."""
+    from scipy.stats import spearmanr
+
+    records = corpus.split(split)
+    predicted = predict(list(records["text"]))
+    target = np.asarray(records["score"], dtype=float)
+    values = np.asarray([value or "unknown" for value in records[column]])
+    table = {}
+    for value in sorted(set(values)):
+        mask = values == value
+        rho = float(spearmanr(predicted[mask], target[mask]).statistic) if mask.sum() > 2 else float("nan")
+        table[str(value)] = {
+            "n": float(mask.sum()),
+            "spearman": rho,
+            "mae": float(np.mean(np.abs(predicted[mask] - target[mask]))),
+        }
+    return table

@@ -30,7 +30,8 @@ def regression_metrics(
         "mae": float(np.mean(np.abs(predicted - target))),
         "pairwise_accuracy": pairwise,
         "pairs": float(len(judged)),
-        "band_accuracy": float(np.mean([band_of(float(np.clip(p, 0, 100))) == band_of(t)
-                                        for p, t in zip(predicted, target, strict=True)])),
+        "band_accuracy": float(
+            np.mean([band_of(float(np.clip(p, 0, 100))) == band_of(t) for p, t in zip(predicted, target, strict=True)])
+        ),
         "interval_coverage": float(np.mean((target >= low) & (target <= high))),
     }

@@ -64,22 +64,29 @@ def train(
     if args.mode == "lora":
         encoder: Any = net.encoder
         layers = int(encoder.config.num_hidden_layers)
-        lora = peft.LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
-                               target_modules=args.lora_targets,
-                               layers_to_transform=list(range(max(0, layers - args.lora_top_layers), layers)))
+        lora = peft.LoraConfig(
+            r=args.lora_r,
+            lora_alpha=args.lora_alpha,
+            lora_dropout=args.lora_dropout,
+            target_modules=args.lora_targets,
+            layers_to_transform=list(range(max(0, layers - args.lora_top_layers), layers)),
+        )
         net.encoder = peft.get_peft_model(net.encoder, lora)
     records = {split: corpus.split(split).to_list() for split in ("train", "validation")}
     datasets = {split: GroupDataset(rows, corpus.pairs, tokenizer, args.max_tokens) for split, rows in records.items()}
-    log(f"training on {len(records['train'])} messages ({len(datasets['train'])} groups), "
-        f"validating on {len(records['validation'])}")
+    log(
+        f"training on {len(records['train'])} messages ({len(datasets['train'])} groups), "
+        f"validating on {len(records['validation'])}"
+    )
 
     with tempfile.TemporaryDirectory(prefix="diplotone-train-") as scratch:
         trainer = _trainer(args, net, datasets, GroupCollator(tokenizer), Path(scratch), progress_file)
         trainer.train()
     net.eval()
     if progress_file is not None:
-        progress_file.write_text(json.dumps({"phase": "evaluating", "step": trainer.state.global_step,
-                                             "max_steps": trainer.state.max_steps}))
+        progress_file.write_text(
+            json.dumps({"phase": "evaluating", "step": trainer.state.global_step, "max_steps": trainer.state.max_steps})
+        )
 
     with tempfile.TemporaryDirectory(prefix="diplotone-version-") as staging_name:
         staging = Path(staging_name)
@@ -92,11 +99,14 @@ def train(
         metrics["data_sha256"] = corpus.sha256
         if with_baselines:
             log("evaluating the baselines")
-            metrics["baselines"] = {name: evaluate_scorer(corpus, predict, args.coverage)
-                                    for name, predict in baselines(corpus, args.base).items()}
+            metrics["baselines"] = {
+                name: evaluate_scorer(corpus, predict, args.coverage)
+                for name, predict in baselines(corpus, args.base).items()
+            }
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        (staging / "training_args.json").write_text(json.dumps(_provenance(args, corpus, trainer, started), indent=2)
-                                                    + "\n")
+        (staging / "training_args.json").write_text(
+            json.dumps(_provenance(args, corpus, trainer, started), indent=2) + "\n"
+        )
         version = _version_name(args, staging)
         write_manifest(staging, {"version": version, "created": _now(), "data_sha256": corpus.sha256})
         _check_round_trip(staging, predictions["test"], split_arrays(corpus, "test")[1])
@@ -188,8 +198,12 @@ def _provenance(args: TrainArgs, corpus: Corpus, trainer: EffusivenessTrainer, s
         "best_validation_spearman": state.best_metric,
         "loss_history": [[entry["step"], entry["loss"]] for entry in state.log_history if "loss" in entry],
         "train_seconds": round(time.monotonic() - started, 1),
-        "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                     "transformers": transformers.__version__, "peft": peft.__version__},
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "peft": peft.__version__,
+        },
     }
 
 
@@ -208,7 +222,11 @@ def _brief(figures: dict[str, float]) -> str:
 
 
 def retrain(
-    args: TrainArgs, corpus: Corpus, registry: Registry, promote: bool, progress_file: Path | None = None,
+    args: TrainArgs,
+    corpus: Corpus,
+    registry: Registry,
+    promote: bool,
+    progress_file: Path | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Train a candidate and, if ``promote`` and it passes the gate against the active version, activate it."""
@@ -219,8 +237,13 @@ def retrain(
     promoted = promote and decision.promote
     if promoted:
         registry.activate(result.version)
-    return {"version": result.version, "promoted": promoted, "previous": active, "reasons": decision.reasons,
-            "metrics": result.metrics}
+    return {
+        "version": result.version,
+        "promoted": promoted,
+        "previous": active,
+        "reasons": decision.reasons,
+        "metrics": result.metrics,
+    }
 
 
 def ship(result: TrainResult, shipped: Path) -> Path:

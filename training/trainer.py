@@ -66,24 +66,33 @@ class ProgressFile(TrainerCallback):
         self.loss: float | None = None
 
     def on_log(
-        self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-        logs: dict[str, float] | None = None, **kwargs: Any,
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict[str, float] | None = None,
+        **kwargs: Any,
     ) -> None:
         if logs and "loss" in logs:
             self.loss = float(logs["loss"])
         self._write(state, "training")
 
-    def on_step_end(
-        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
-    ) -> None:
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         self._write(state, "training")
 
     def _write(self, state: TrainerState, phase: str) -> None:
         elapsed = time.monotonic() - self.started
         done, total = state.global_step, max(state.max_steps, 1)
         eta = elapsed / done * (total - done) if done else None
-        record = {"phase": phase, "step": done, "max_steps": total, "epoch": state.epoch, "loss": self.loss,
-                  "elapsed_seconds": round(elapsed, 1), "eta_seconds": None if eta is None else round(eta, 1)}
+        record = {
+            "phase": phase,
+            "step": done,
+            "max_steps": total,
+            "epoch": state.epoch,
+            "loss": self.loss,
+            "elapsed_seconds": round(elapsed, 1),
+            "eta_seconds": None if eta is None else round(eta, 1),
+        }
         temporary = self.path.with_suffix(".tmp")
         temporary.write_text(json.dumps(record))
         os.replace(temporary, self.path)

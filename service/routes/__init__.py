@@ -7,6 +7,11 @@ from fastapi import APIRouter
 from service.routes import health, messages, models, pairs, scoring, timeline, training_runs
 
 ROUTERS: list[APIRouter] = [
-    scoring.router, health.router, messages.router, pairs.router, timeline.router, models.router,
+    scoring.router,
+    health.router,
+    messages.router,
+    pairs.router,
+    timeline.router,
+    models.router,
     training_runs.router,
 ]

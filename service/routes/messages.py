@@ -37,15 +37,32 @@ router = APIRouter(tags=["messages"])
 
 MessageId = Annotated[int, Path(ge=1, description="the message's id, as returned when it was stored")]
 AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: problem_example(401, "api-key-missing", "API key missing", "this route needs an API key with scope 'label'; "
-                         "expected an 'Authorization: Bearer dpt_…' or 'X-API-Key: dpt_…' header, found neither",
-                         instance="/v1/messages"),
-    403: problem_example(403, "api-key-scope", "API key lacks the scope", "this route needs scope 'label' or above; "
-                         "key 3f9a2c1d4e5b6a70 has scope 'score'", instance="/v1/messages"),
+    401: problem_example(
+        401,
+        "api-key-missing",
+        "API key missing",
+        "this route needs an API key with scope 'label'; "
+        "expected an 'Authorization: Bearer dpt_…' or 'X-API-Key: dpt_…' header, found neither",
+        instance="/v1/messages",
+    ),
+    403: problem_example(
+        403,
+        "api-key-scope",
+        "API key lacks the scope",
+        "this route needs scope 'label' or above; key 3f9a2c1d4e5b6a70 has scope 'score'",
+        instance="/v1/messages",
+    ),
 }
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
-    404: problem_example(404, "message-not-found", "Message not found", "id 42 names no stored message",
-                         instance="/v1/messages/42", message_id=42, field="id"),
+    404: problem_example(
+        404,
+        "message-not-found",
+        "Message not found",
+        "id 42 names no stored message",
+        instance="/v1/messages/42",
+        message_id=42,
+        field="id",
+    ),
 }
 
 
@@ -55,9 +72,20 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {
 class MessageCreate(BaseModel):
     """A message to store; the serving model scores it on arrival."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
-        "text": "Dear Comrade President, I extend my warmest congratulations on Russia Day.",
-        "sender": "Kim Jong Un", "recipient": "Vladimir Putin", "date": "2026-06-12", "occasion": "Russia Day"}]})
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "text": "Dear Comrade President, I extend my warmest congratulations on Russia Day.",
+                    "sender": "Kim Jong Un",
+                    "recipient": "Vladimir Putin",
+                    "date": "2026-06-12",
+                    "occasion": "Russia Day",
+                }
+            ]
+        },
+    )
 
     text: Text
     sender: str | None = Field(default=None, min_length=1, max_length=300)
@@ -89,8 +117,9 @@ MessagesBody = Annotated[
 
 
 class LabelPut(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"annotator": "analyst-7",
-                                                                               "score": 82.5}]})
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"annotator": "analyst-7", "score": 82.5}]}
+    )
 
     annotator: str = Field(min_length=1, max_length=100, description="who judged; one label per annotator")
     score: float = Field(ge=0, le=100, description="0 = cold ... 100 = effusive, per the annotation guide")
@@ -127,10 +156,19 @@ class MessagePublic(BaseModel):
     @classmethod
     def of(cls, message: Message) -> MessagePublic:
         return cls(
-            id=message.id, text=message.text, sender=message.sender, recipient=message.recipient, date=message.date,
-            occasion=message.occasion, language=message.language, score=message.score, band=band_of(message.score),
-            interval=(message.interval_low, message.interval_high), model_version=message.model_version,
-            created_at=message.created_at, label=message.label_mean,
+            id=message.id,
+            text=message.text,
+            sender=message.sender,
+            recipient=message.recipient,
+            date=message.date,
+            occasion=message.occasion,
+            language=message.language,
+            score=message.score,
+            band=band_of(message.score),
+            interval=(message.interval_low, message.interval_high),
+            model_version=message.model_version,
+            created_at=message.created_at,
+            label=message.label_mean,
             labels=[LabelPublic.of(label) for label in message.labels],
         )
 
@@ -153,11 +191,21 @@ class LabelRecorded(LabelPublic):
 # ------------------------------------------------------------------------------------------------------------ routes
 
 
-@router.post("/v1/messages", status_code=status.HTTP_201_CREATED, summary="Store one message or many",
-             responses={**AUTH_ERRORS,
-                        413: problem_example(413, "text-too-long", "Text too long",
-                                             "messages[3].text has 20001 characters; the limit is 20000",
-                                             instance="/v1/messages")})
+@router.post(
+    "/v1/messages",
+    status_code=status.HTTP_201_CREATED,
+    summary="Store one message or many",
+    responses={
+        **AUTH_ERRORS,
+        413: problem_example(
+            413,
+            "text-too-long",
+            "Text too long",
+            "messages[3].text has 20001 characters; the limit is 20000",
+            instance="/v1/messages",
+        ),
+    },
+)
 async def create_messages(
     request: Request,
     response: Response,
@@ -198,8 +246,9 @@ def list_stored_messages(
     """Messages matching every filter given, oldest first, `limit` a page."""
     where = MessageFilter(sender, recipient, occasion, date_from, date_to, labelled, after, limit)
     page = list_messages(session, where)
-    return MessagePage(messages=[MessagePublic.of(m) for m in page],
-                       next_after=page[-1].id if len(page) == limit else None)
+    return MessagePage(
+        messages=[MessagePublic.of(m) for m in page], next_after=page[-1].id if len(page) == limit else None
+    )
 
 
 @router.get("/v1/messages/{message_id}", responses=NOT_FOUND, summary="Read a stored message")
@@ -215,8 +264,14 @@ def label_message(message_id: MessageId, body: LabelPut, key: LabelKey, session:
     message = get_message(session, message_id)
     session.refresh(message, ["labels"])
     assert message.label_mean is not None  # it has just been labelled
-    return LabelRecorded(annotator=label.annotator, score=label.score, labelled_at=label.labelled_at,
-                         message_id=message_id, label=message.label_mean, annotators=len(message.labels))
+    return LabelRecorded(
+        annotator=label.annotator,
+        score=label.score,
+        labelled_at=label.labelled_at,
+        message_id=message_id,
+        label=message.label_mean,
+        annotators=len(message.labels),
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------- helpers

@@ -44,19 +44,32 @@ class Activated(BaseModel):
 def list_models(registry: RegistryDep, switch: SwitchDep, access: ScoreAccess) -> ModelList:
     """Every version in the registry with its figures; which is active and which is serving."""
     serving = switch.serving
-    versions = [ModelVersion(version=info.version, active=info.active, serving=info.version == serving,
-                             created=info.created, metrics=json_safe(info.metrics))
-                for info in registry.versions()]
+    versions = [
+        ModelVersion(
+            version=info.version,
+            active=info.active,
+            serving=info.version == serving,
+            created=info.created,
+            metrics=json_safe(info.metrics),
+        )
+        for info in registry.versions()
+    ]
     return ModelList(serving=serving, versions=versions)
 
 
 @router.post(
     "/v1/models/{version}/activate",
     summary="Serve a version (rollback)",
-    responses={**AUTH_ERRORS,
-               404: problem_example(404, "unknown-model-version", "Unknown model version",
-                                    "no model version '2026-01-01-lora-000000'; the registry holds: tiny-0001",
-                                    instance="/v1/models/2026-01-01-lora-000000/activate")},
+    responses={
+        **AUTH_ERRORS,
+        404: problem_example(
+            404,
+            "unknown-model-version",
+            "Unknown model version",
+            "no model version '2026-01-01-lora-000000'; the registry holds: tiny-0001",
+            instance="/v1/models/2026-01-01-lora-000000/activate",
+        ),
+    },
 )
 def activate_model(version: Version, key: AdminKey, switch: SwitchDep) -> Activated:
     """Load, probe and serve `version`; the registry's active pointer follows. Needs an `admin` key."""

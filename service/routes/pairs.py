@@ -20,23 +20,47 @@ router = APIRouter(tags=["messages"])
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     **AUTH_ERRORS,
-    404: problem_example(404, "message-not-found", "Message not found", "cooler 42 names no stored message",
-                         instance="/v1/pairs", message_id=42, field="cooler"),
-    409: problem_example(409, "pair-exists", "Pair already recorded",
-                         "annotator 'analyst-7' already judged message 12 warmer than 9 (pair 3)", instance="/v1/pairs",
-                         pair_id=3),
+    404: problem_example(
+        404,
+        "message-not-found",
+        "Message not found",
+        "cooler 42 names no stored message",
+        instance="/v1/pairs",
+        message_id=42,
+        field="cooler",
+    ),
+    409: problem_example(
+        409,
+        "pair-exists",
+        "Pair already recorded",
+        "annotator 'analyst-7' already judged message 12 warmer than 9 (pair 3)",
+        instance="/v1/pairs",
+        pair_id=3,
+    ),
 }
 
 
 class PairCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
-        "warmer": 12, "cooler": 9, "kind": "year-over-year", "annotator": "analyst-7",
-        "note": "drops the 'never forget' sentence"}]})
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "warmer": 12,
+                    "cooler": 9,
+                    "kind": "year-over-year",
+                    "annotator": "analyst-7",
+                    "note": "drops the 'never forget' sentence",
+                }
+            ]
+        },
+    )
 
     warmer: int = Field(ge=1, description="id of the more effusive stored message")
     cooler: int = Field(ge=1, description="id of the less effusive stored message")
-    kind: str = Field(default="judgement", min_length=1, max_length=50,
-                      description="year-over-year, variant, judgement ...")
+    kind: str = Field(
+        default="judgement", min_length=1, max_length=50, description="year-over-year, variant, judgement ..."
+    )
     annotator: str = Field(min_length=1, max_length=100)
     note: str | None = Field(default=None, max_length=2000)
 
@@ -58,8 +82,15 @@ class PairPublic(BaseModel):
 
     @classmethod
     def of(cls, pair: Pair) -> PairPublic:
-        return cls(id=pair.id, warmer=pair.warmer_id, cooler=pair.cooler_id, kind=pair.kind,
-                   annotator=pair.annotator, note=pair.note, created_at=pair.created_at)
+        return cls(
+            id=pair.id,
+            warmer=pair.warmer_id,
+            cooler=pair.cooler_id,
+            kind=pair.kind,
+            annotator=pair.annotator,
+            note=pair.note,
+            created_at=pair.created_at,
+        )
 
 
 @router.post("/v1/pairs", status_code=status.HTTP_201_CREATED, responses=ERRORS, summary="Judge one message warmer")

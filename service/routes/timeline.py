@@ -54,8 +54,9 @@ def timeline(
     access: ScoreAccess,
 ) -> TimelineResponse:
     """The messages from `sender` to `recipient`, oldest first, each with its percentile and change."""
-    return TimelineResponse(sender=sender, recipient=recipient,
-                            messages=build_timeline(relation_messages(session, sender, recipient)))
+    return TimelineResponse(
+        sender=sender, recipient=recipient, messages=build_timeline(relation_messages(session, sender, recipient))
+    )
 
 
 def build_timeline(messages: list[Message]) -> list[TimelinePoint]:
@@ -67,11 +68,20 @@ def build_timeline(messages: list[Message]) -> list[TimelinePoint]:
         percentile = 100.0 * (below + 0.5 * (up_to - below)) / len(ranked)
         change: float | None = None if previous is None else round(message.score - previous, 4)
         moved = previous is not None and not message.interval_low <= previous <= message.interval_high
-        points.append(TimelinePoint(
-            id=message.id, date=message.date, occasion=message.occasion, score=message.score,
-            band=band_of(message.score), interval=(message.interval_low, message.interval_high),
-            model_version=message.model_version, percentile=round(percentile, 2), change=change, moved=moved,
-            label=message.label_mean,
-        ))
+        points.append(
+            TimelinePoint(
+                id=message.id,
+                date=message.date,
+                occasion=message.occasion,
+                score=message.score,
+                band=band_of(message.score),
+                interval=(message.interval_low, message.interval_high),
+                model_version=message.model_version,
+                percentile=round(percentile, 2),
+                change=change,
+                moved=moved,
+                label=message.label_mean,
+            )
+        )
         previous = message.score
     return points

@@ -67,11 +67,17 @@ class TrainingRunPublic(BaseModel):
     @classmethod
     def of(cls, run: TrainingRun) -> TrainingRunPublic:
         return cls(
-            id=run.id, status=run.status, created_at=run.created_at, finished_at=run.finished_at,
-            requested_by=run.requested_by, previous_version=run.previous_version,
+            id=run.id,
+            status=run.status,
+            created_at=run.created_at,
+            finished_at=run.finished_at,
+            requested_by=run.requested_by,
+            previous_version=run.previous_version,
             candidate_version=run.candidate_version,
-            promoted=None if run.status == "running" else run.status == PROMOTED, reasons=run.reasons or [],
-            metrics=run.metrics, error=run.error,
+            promoted=None if run.status == "running" else run.status == PROMOTED,
+            reasons=run.reasons or [],
+            metrics=run.metrics,
+            error=run.error,
             progress=Progress.model_validate(run.progress) if run.progress else None,
             snapshot=SnapshotInfo(path=run.snapshot_path, sha256=run.snapshot_sha256, counts=run.snapshot_counts),
         )
@@ -85,11 +91,17 @@ class TrainingRunList(BaseModel):
     "/v1/training-runs",
     status_code=status.HTTP_202_ACCEPTED,
     summary="Start a retraining run",
-    responses={**AUTH_ERRORS,
-               409: problem_example(409, "training-run-in-progress", "A training run is in progress",
-                                    "one training run at a time; run 3 is still running "
-                                    "(GET /v1/training-runs/3). Start again when it ends",
-                                    instance="/v1/training-runs", running_run_id=3)},
+    responses={
+        **AUTH_ERRORS,
+        409: problem_example(
+            409,
+            "training-run-in-progress",
+            "A training run is in progress",
+            "one training run at a time; run 3 is still running (GET /v1/training-runs/3). Start again when it ends",
+            instance="/v1/training-runs",
+            running_run_id=3,
+        ),
+    },
 )
 def start_training_run(request: Request, response: Response, key: AdminKey, jobs: JobsDep) -> TrainingRunPublic:
     """Snapshot the labelled messages and pairs with the bundled corpus and train a candidate on them.
@@ -103,7 +115,9 @@ def start_training_run(request: Request, response: Response, key: AdminKey, jobs
 
 @router.get("/v1/training-runs", summary="Recent training runs")
 def list_training_runs(
-    session: SessionDep, access: ScoreAccess, limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    session: SessionDep,
+    access: ScoreAccess,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> TrainingRunList:
     """The latest runs, newest first."""
     runs = session.scalars(select(TrainingRun).order_by(TrainingRun.id.desc()).limit(limit))

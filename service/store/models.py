@@ -59,7 +59,9 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
     type_annotation_map: ClassVar[dict[Any, Any]] = {
-        dt.datetime: UTCDateTime(), dict[str, Any]: JSON(), list[str]: JSON(),
+        dt.datetime: UTCDateTime(),
+        dict[str, Any]: JSON(),
+        list[str]: JSON(),
     }
 
 
@@ -134,8 +136,13 @@ class TrainingRun(Base):
     __tablename__ = "training_runs"
     __table_args__ = (
         # At most one running run, enforced by the database itself (a partial unique index).
-        Index("uq_training_runs_one_running", "status", unique=True,
-              sqlite_where=text("status = 'running'"), postgresql_where=text("status = 'running'")),
+        Index(
+            "uq_training_runs_one_running",
+            "status",
+            unique=True,
+            sqlite_where=text("status = 'running'"),
+            postgresql_where=text("status = 'running'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

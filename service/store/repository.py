@@ -34,8 +34,11 @@ class PairExists(ServiceError):
     slug, title = "pair-exists", "Pair already recorded"
 
     def __init__(self, pair: Pair) -> None:
-        super().__init__(f"annotator {pair.annotator!r} already judged message {pair.warmer_id} warmer than "
-                         f"{pair.cooler_id} (pair {pair.id})", pair_id=pair.id)
+        super().__init__(
+            f"annotator {pair.annotator!r} already judged message {pair.warmer_id} warmer than "
+            f"{pair.cooler_id} (pair {pair.id})",
+            pair_id=pair.id,
+        )
 
 
 @dataclass(frozen=True)
@@ -67,9 +70,19 @@ class MessageFilter:
 def add_messages(session: Session, fields: Sequence[MessageFields], results: Sequence[ScoreResult]) -> list[Message]:
     """Store messages with the scores the serving model gave them, all or none; ids in input order."""
     rows = [
-        Message(text=f.text, sender=f.sender, recipient=f.recipient, date=f.date, occasion=f.occasion,
-                language=f.language, score=r.score, interval_low=r.interval[0], interval_high=r.interval[1],
-                model_version=r.model_version, labels=[])
+        Message(
+            text=f.text,
+            sender=f.sender,
+            recipient=f.recipient,
+            date=f.date,
+            occasion=f.occasion,
+            language=f.language,
+            score=r.score,
+            interval_low=r.interval[0],
+            interval_high=r.interval[1],
+            model_version=r.model_version,
+            labels=[],
+        )
         for f, r in zip(fields, results, strict=True)
     ]
     session.add_all(rows)
@@ -88,8 +101,11 @@ def get_message(session: Session, message_id: int, field: str = "id") -> Message
 def list_messages(session: Session, where: MessageFilter) -> list[Message]:
     """Messages matching ``where``, oldest id first, one page."""
     query = select(Message).order_by(Message.id).limit(where.limit)
-    for column, value in ((Message.sender, where.sender), (Message.recipient, where.recipient),
-                          (Message.occasion, where.occasion)):
+    for column, value in (
+        (Message.sender, where.sender),
+        (Message.recipient, where.recipient),
+        (Message.occasion, where.occasion),
+    ):
         if value is not None:
             query = query.where(column == value)
     if where.date_from is not None:
@@ -107,8 +123,9 @@ def list_messages(session: Session, where: MessageFilter) -> list[Message]:
 def put_label(session: Session, message_id: int, annotator: str, score: float) -> Label:
     """Record ``annotator``'s score for a message, replacing their earlier one; safe under concurrent writes."""
     get_message(session, message_id)
-    insert = _insert_for(session)(Label).values(message_id=message_id, annotator=annotator, score=score,
-                                                labelled_at=utcnow())
+    insert = _insert_for(session)(Label).values(
+        message_id=message_id, annotator=annotator, score=score, labelled_at=utcnow()
+    )
     # One statement, so two concurrent labels by the same annotator cannot both insert (or lose one another).
     upsert = insert.on_conflict_do_update(
         index_elements=[Label.message_id, Label.annotator],
@@ -131,8 +148,9 @@ def add_pair(session: Session, warmer_id: int, cooler_id: int, kind: str, annota
         session.commit()
     except IntegrityError:
         session.rollback()
-        existing = session.scalars(select(Pair).where(Pair.warmer_id == warmer_id, Pair.cooler_id == cooler_id,
-                                                      Pair.annotator == annotator)).first()
+        existing = session.scalars(
+            select(Pair).where(Pair.warmer_id == warmer_id, Pair.cooler_id == cooler_id, Pair.annotator == annotator)
+        ).first()
         if existing is None:
             raise
         raise PairExists(existing) from None
@@ -141,8 +159,11 @@ def add_pair(session: Session, warmer_id: int, cooler_id: int, kind: str, annota
 
 def relation_messages(session: Session, sender: str, recipient: str) -> list[Message]:
     """The messages from ``sender`` to ``recipient``, oldest first (undated ones last, in the order stored)."""
-    query = (select(Message).where(Message.sender == sender, Message.recipient == recipient)
-             .order_by(Message.date.is_(None), Message.date, Message.id))
+    query = (
+        select(Message)
+        .where(Message.sender == sender, Message.recipient == recipient)
+        .order_by(Message.date.is_(None), Message.date, Message.id)
+    )
     return list(session.scalars(query))
 
 

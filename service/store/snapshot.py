@@ -47,22 +47,38 @@ def write_snapshot(session: Session, corpus_dir: Path, path: Path) -> Snapshot:
     groups = _groups([m.id for m in stored], judged)
     records = [_record(message, groups[message.id]) for message in stored]
     pairs = _consensus_pairs(judged, {m.id for m in stored})
-    payload = {"created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-               "messages": bundled + records, "pairs": bundled_pairs + pairs}
+    payload = {
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "messages": bundled + records,
+        "pairs": bundled_pairs + pairs,
+    }
     data = json.dumps(payload, ensure_ascii=False).encode()
     _write_atomically(path, data)
-    counts = {"messages": len(bundled) + len(records), "pairs": len(bundled_pairs) + len(pairs),
-              "bundled_messages": len(bundled), "stored_labelled": len(records), "stored_pairs": len(pairs),
-              "stored_in_test_skipped": len(labelled) - len(stored)}
+    counts = {
+        "messages": len(bundled) + len(records),
+        "pairs": len(bundled_pairs) + len(pairs),
+        "bundled_messages": len(bundled),
+        "stored_labelled": len(records),
+        "stored_pairs": len(pairs),
+        "stored_in_test_skipped": len(labelled) - len(stored),
+    }
     return Snapshot(path, hashlib.sha256(data).hexdigest(), counts)
 
 
 def _record(message: Message, group: str) -> dict[str, Any]:
     assert message.label_mean is not None  # only labelled messages reach the snapshot
-    return {"id": _snapshot_id(message.id), "text": message.text, "sender": message.sender or "",
-            "recipient": message.recipient or "", "date": message.date.isoformat() if message.date else "",
-            "occasion": message.occasion or "", "language": message.language, "score": round(message.label_mean, 4),
-            "group": group, "annotators": len(message.labels)}
+    return {
+        "id": _snapshot_id(message.id),
+        "text": message.text,
+        "sender": message.sender or "",
+        "recipient": message.recipient or "",
+        "date": message.date.isoformat() if message.date else "",
+        "occasion": message.occasion or "",
+        "language": message.language,
+        "score": round(message.label_mean, 4),
+        "group": group,
+        "annotators": len(message.labels),
+    }
 
 
 def _snapshot_id(message_id: int) -> str:
@@ -93,8 +109,14 @@ def _consensus_pairs(pairs: list[Pair], kept: set[int]) -> list[dict[str, Any]]:
     chosen = []
     for (warmer, cooler), count in sorted(votes.items()):
         if count > votes.get((cooler, warmer), 0):
-            chosen.append({"warmer": _snapshot_id(warmer), "cooler": _snapshot_id(cooler),
-                           "kind": kinds[(warmer, cooler)], "votes": count})
+            chosen.append(
+                {
+                    "warmer": _snapshot_id(warmer),
+                    "cooler": _snapshot_id(cooler),
+                    "kind": kinds[(warmer, cooler)],
+                    "votes": count,
+                }
+            )
     return chosen
 
 

@@ -68,7 +68,8 @@ def use_trainer(client: TestClient, script: str) -> TrainingJobs:
     """Make the app's training runs start ``python -c script`` instead of the real trainer."""
     app = app_of(client)
     real: TrainingJobs = app.state.training_jobs
-    jobs = TrainingJobs(real.database, replace(real.plan, command=(sys.executable, "-c", script)), real.switch,
-                        poll_s=0.05)
+    jobs = TrainingJobs(
+        real.database, replace(real.plan, command=(sys.executable, "-c", script)), real.switch, poll_s=0.05
+    )
     app.dependency_overrides[get_training_jobs] = lambda: jobs
     return jobs

@@ -76,8 +76,9 @@ def test_write_route_without_a_key_is_401(routed: tuple[TestClient, list[WriteRo
 
 @pytest.mark.parametrize("index", range(5), ids=ROUTE_NAMES)
 @pytest.mark.parametrize("token", ["dpt_0123456789abcdef_" + "x" * 43, "not-a-key"], ids=["unknown", "malformed"])
-def test_write_route_with_an_invalid_key_is_401(routed: tuple[TestClient, list[WriteRoute]], index: int,
-                                                token: str) -> None:
+def test_write_route_with_an_invalid_key_is_401(
+    routed: tuple[TestClient, list[WriteRoute]], index: int, token: str
+) -> None:
     client, routes = routed
 
     response = _call(client, routes[index], bearer(token))
@@ -88,8 +89,7 @@ def test_write_route_with_an_invalid_key_is_401(routed: tuple[TestClient, list[W
 
 
 @pytest.mark.parametrize("index", range(5), ids=ROUTE_NAMES)
-def test_write_route_with_a_key_below_its_scope_is_403(routed: tuple[TestClient, list[WriteRoute]],
-                                                       index: int) -> None:
+def test_write_route_with_a_key_below_its_scope_is_403(routed: tuple[TestClient, list[WriteRoute]], index: int) -> None:
     client, routes = routed
     required = ROUTE_SCOPES[index]
     lower = "score" if required == "label" else "label"
@@ -101,14 +101,18 @@ def test_write_route_with_a_key_below_its_scope_is_403(routed: tuple[TestClient,
     assert f"this route needs scope '{required}' or above" in body["detail"]
 
 
-SUFFICIENT = [pytest.param(index, scope, id=f"{name}-{scope}")
-              for index, (name, required) in enumerate(zip(ROUTE_NAMES, ROUTE_SCOPES, strict=True))
-              for scope in ("label", "admin") if scope_allows(scope, required)]
+SUFFICIENT = [
+    pytest.param(index, scope, id=f"{name}-{scope}")
+    for index, (name, required) in enumerate(zip(ROUTE_NAMES, ROUTE_SCOPES, strict=True))
+    for scope in ("label", "admin")
+    if scope_allows(scope, required)
+]
 
 
 @pytest.mark.parametrize(("index", "scope"), SUFFICIENT)
-def test_write_route_with_a_key_of_its_scope_or_above_succeeds(routed: tuple[TestClient, list[WriteRoute]],
-                                                                index: int, scope: str) -> None:
+def test_write_route_with_a_key_of_its_scope_or_above_succeeds(
+    routed: tuple[TestClient, list[WriteRoute]], index: int, scope: str
+) -> None:
     client, routes = routed
     route = routes[index]
 
@@ -160,8 +164,9 @@ def test_scoring_needs_a_key_when_the_setting_asks(make_client: Callable[..., Te
 
 def test_key_created_by_the_cli_is_accepted_by_the_api(make_settings: Callable[..., Settings], data_dir: Path) -> None:
     runner = CliRunner()
-    created = runner.invoke(cli, ["keys", "create", "--scope", "label", "--name", "annotation tool",
-                                  "--data-dir", str(data_dir)])
+    created = runner.invoke(
+        cli, ["keys", "create", "--scope", "label", "--name", "annotation tool", "--data-dir", str(data_dir)]
+    )
     refused = runner.invoke(cli, ["keys", "create", "--scope", "root", "--data-dir", str(data_dir)])
     token = created.stdout.strip()
 

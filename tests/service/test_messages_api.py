@@ -31,8 +31,11 @@ def label_key(client: TestClient) -> str:
 def test_create_message_stores_the_serving_models_score_and_version(client: TestClient, label_key: str) -> None:
     scored = client.post("/v1/score", json={"text": TEXTS[0]}).json()
 
-    response = client.post("/v1/messages", json={"text": TEXTS[0], **RELATION, "date": "2026-06-12",
-                                                 "occasion": "Russia Day"}, headers=bearer(label_key))
+    response = client.post(
+        "/v1/messages",
+        json={"text": TEXTS[0], **RELATION, "date": "2026-06-12", "occasion": "Russia Day"},
+        headers=bearer(label_key),
+    )
 
     assert response.status_code == 201
     body = response.json()
@@ -59,8 +62,9 @@ def test_create_messages_batch_stores_all_in_order(client: TestClient, label_key
 
 
 def test_create_messages_over_the_batch_limit_is_422_and_stores_nothing(client: TestClient, label_key: str) -> None:
-    response = client.post("/v1/messages", json={"messages": [{"text": "Dear friend."}] * 1001},
-                           headers=bearer(label_key))
+    response = client.post(
+        "/v1/messages", json={"messages": [{"text": "Dear friend."}] * 1001}, headers=bearer(label_key)
+    )
 
     body = assert_problem(response, 422, "invalid-request")
     assert "at most 1000 items" in body["detail"]
@@ -71,8 +75,9 @@ def test_create_message_text_too_long_is_413(make_client: Callable[..., TestClie
     client = make_client(max_chars=50)
     token = issue_key(client, "label")
 
-    response = client.post("/v1/messages", json={"messages": [{"text": "Dear friend."}, {"text": "word " * 20}]},
-                           headers=bearer(token))
+    response = client.post(
+        "/v1/messages", json={"messages": [{"text": "Dear friend."}, {"text": "word " * 20}]}, headers=bearer(token)
+    )
 
     body = assert_problem(response, 413, "text-too-long")
     assert body["detail"] == "messages[1].text has 100 characters; the limit is 50"
@@ -149,7 +154,12 @@ def test_label_message_replaces_the_annotators_earlier_score(client: TestClient,
     assert response.status_code == 200
     body = response.json()
     assert (body["message_id"], body["annotator"], body["score"], body["label"], body["annotators"]) == (
-        message["id"], "ana", 70.0, 80.0, 2)
+        message["id"],
+        "ana",
+        70.0,
+        80.0,
+        2,
+    )
     stored = client.get(f"/v1/messages/{message['id']}").json()
     assert [(label["annotator"], label["score"]) for label in stored["labels"]] == [("ana", 70.0), ("ben", 90.0)]
     assert stored["label"] == 80.0
@@ -158,8 +168,9 @@ def test_label_message_replaces_the_annotators_earlier_score(client: TestClient,
 def test_label_message_score_out_of_range_is_422(client: TestClient, label_key: str) -> None:
     message = store(client, label_key)
 
-    response = client.put(f"/v1/messages/{message['id']}/label", json={"annotator": "ana", "score": 101},
-                          headers=bearer(label_key))
+    response = client.put(
+        f"/v1/messages/{message['id']}/label", json={"annotator": "ana", "score": 101}, headers=bearer(label_key)
+    )
 
     body = assert_problem(response, 422, "invalid-request")
     assert body["errors"][0]["field"] == "body.score"
@@ -173,14 +184,16 @@ def test_label_unknown_message_is_404(client: TestClient, label_key: str) -> Non
 
 
 def test_concurrent_label_writes_lose_none(client: TestClient, label_key: str) -> None:
-    messages = client.post("/v1/messages", json={"messages": [{"text": t} for t in TEXTS]},
-                           headers=bearer(label_key)).json()["messages"]
+    messages = client.post(
+        "/v1/messages", json={"messages": [{"text": t} for t in TEXTS]}, headers=bearer(label_key)
+    ).json()["messages"]
     writes = [(messages[i % 4]["id"], f"annotator-{i}", float(i % 101)) for i in range(200)]
 
     def put(write: tuple[int, str, float]) -> int:
         message_id, annotator, score = write
-        return client.put(f"/v1/messages/{message_id}/label", json={"annotator": annotator, "score": score},
-                          headers=bearer(label_key)).status_code
+        return client.put(
+            f"/v1/messages/{message_id}/label", json={"annotator": annotator, "score": score}, headers=bearer(label_key)
+        ).status_code
 
     with ThreadPoolExecutor(max_workers=32) as pool:
         statuses = list(pool.map(put, writes))
@@ -195,8 +208,9 @@ def test_concurrent_relabels_by_one_annotator_keep_one_label(client: TestClient,
     message = store(client, label_key)
 
     def put(score: int) -> int:
-        return client.put(f"/v1/messages/{message['id']}/label", json={"annotator": "ana", "score": score},
-                          headers=bearer(label_key)).status_code
+        return client.put(
+            f"/v1/messages/{message['id']}/label", json={"annotator": "ana", "score": score}, headers=bearer(label_key)
+        ).status_code
 
     with ThreadPoolExecutor(max_workers=16) as pool:
         statuses = list(pool.map(put, range(40)))
@@ -213,15 +227,28 @@ def test_concurrent_relabels_by_one_annotator_keep_one_label(client: TestClient,
 def test_create_pair_records_the_judgement(client: TestClient, label_key: str) -> None:
     warmer, cooler = store(client, label_key, TEXTS[2]), store(client, label_key, TEXTS[1])
 
-    response = client.post("/v1/pairs", json={"warmer": warmer["id"], "cooler": cooler["id"], "kind": "variant",
-                                              "annotator": "ana", "note": "drops the friendship line"},
-                           headers=bearer(label_key))
+    response = client.post(
+        "/v1/pairs",
+        json={
+            "warmer": warmer["id"],
+            "cooler": cooler["id"],
+            "kind": "variant",
+            "annotator": "ana",
+            "note": "drops the friendship line",
+        },
+        headers=bearer(label_key),
+    )
 
     assert response.status_code == 201
     body = response.json()
     assert {k: body[k] for k in ("id", "warmer", "cooler", "kind", "annotator", "note")} == {
-        "id": 1, "warmer": warmer["id"], "cooler": cooler["id"], "kind": "variant", "annotator": "ana",
-        "note": "drops the friendship line"}
+        "id": 1,
+        "warmer": warmer["id"],
+        "cooler": cooler["id"],
+        "kind": "variant",
+        "annotator": "ana",
+        "note": "drops the friendship line",
+    }
 
 
 def test_create_pair_twice_by_one_annotator_is_409(client: TestClient, label_key: str) -> None:
@@ -241,8 +268,11 @@ def test_create_pair_twice_by_one_annotator_is_409(client: TestClient, label_key
 def test_create_pair_of_one_message_is_422(client: TestClient, label_key: str) -> None:
     message = store(client, label_key)
 
-    response = client.post("/v1/pairs", json={"warmer": message["id"], "cooler": message["id"], "annotator": "a"},
-                           headers=bearer(label_key))
+    response = client.post(
+        "/v1/pairs",
+        json={"warmer": message["id"], "cooler": message["id"], "annotator": "a"},
+        headers=bearer(label_key),
+    )
 
     body = assert_problem(response, 422, "invalid-request")
     assert f"warmer and cooler must be two different messages; found {message['id']} for both" in body["detail"]
@@ -251,8 +281,9 @@ def test_create_pair_of_one_message_is_422(client: TestClient, label_key: str) -
 def test_create_pair_with_an_unknown_message_is_404(client: TestClient, label_key: str) -> None:
     message = store(client, label_key)
 
-    response = client.post("/v1/pairs", json={"warmer": message["id"], "cooler": 77, "annotator": "a"},
-                           headers=bearer(label_key))
+    response = client.post(
+        "/v1/pairs", json={"warmer": message["id"], "cooler": 77, "annotator": "a"}, headers=bearer(label_key)
+    )
 
     body = assert_problem(response, 404, "message-not-found")
     assert body["detail"] == "cooler 77 names no stored message"
@@ -289,8 +320,16 @@ def test_timeline_without_recipient_is_422(client: TestClient) -> None:
 
 
 def _message(message_id: int, score: float, halfwidth: float) -> Message:
-    return Message(id=message_id, text="x", date=dt.date(2020, 1, message_id), score=score,
-                   interval_low=score - halfwidth, interval_high=score + halfwidth, model_version="v", labels=[])
+    return Message(
+        id=message_id,
+        text="x",
+        date=dt.date(2020, 1, message_id),
+        score=score,
+        interval_low=score - halfwidth,
+        interval_high=score + halfwidth,
+        model_version="v",
+        labels=[],
+    )
 
 
 def test_build_timeline_flags_moves_beyond_the_interval_and_ranks_ties() -> None:
@@ -311,13 +350,13 @@ def test_messages_labels_and_pairs_are_kept_across_a_restart(make_settings: Call
         token = issue_key(first, "label")
         a, b = store(first, token, TEXTS[0]), store(first, token, TEXTS[1])
         first.put(f"/v1/messages/{a['id']}/label", json={"annotator": "ana", "score": 75}, headers=bearer(token))
-        first.post("/v1/pairs", json={"warmer": a["id"], "cooler": b["id"], "annotator": "ana"},
-                   headers=bearer(token))
+        first.post("/v1/pairs", json={"warmer": a["id"], "cooler": b["id"], "annotator": "ana"}, headers=bearer(token))
 
     with TestClient(create_app(make_settings())) as second:
         again = second.get(f"/v1/messages/{a['id']}").json()
-        relabel = second.put(f"/v1/messages/{b['id']}/label", json={"annotator": "ana", "score": 20},
-                             headers=bearer(token))  # the key survives the restart too
+        relabel = second.put(
+            f"/v1/messages/{b['id']}/label", json={"annotator": "ana", "score": 20}, headers=bearer(token)
+        )  # the key survives the restart too
         with database_of(second).sessions() as session:
             count = session.scalar(select(func.count()).select_from(Message))
 

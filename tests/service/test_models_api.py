@@ -18,8 +18,9 @@ from tests.service.store_helpers import TEXTS, assert_problem, bearer, issue_key
 
 @pytest.fixture(scope="module")
 def second_version(tiny_base: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_version(tiny_base, tmp_path_factory.mktemp("second") / "tiny-0002", version="tiny-0002",
-                             test_spearman=0.7)
+    return make_tiny_version(
+        tiny_base, tmp_path_factory.mktemp("second") / "tiny-0002", version="tiny-0002", test_spearman=0.7
+    )
 
 
 @pytest.fixture
@@ -49,12 +50,15 @@ def test_list_models_marks_the_active_and_serving_version(client: TestClient) ->
     body = response.json()
     assert body["serving"] == "tiny-0001"
     assert [(v["version"], v["active"], v["serving"]) for v in body["versions"]] == [
-        ("tiny-0001", True, True), ("tiny-0002", False, False)]
+        ("tiny-0001", True, True),
+        ("tiny-0002", False, False),
+    ]
     assert body["versions"][1]["metrics"]["test"]["spearman"] == 0.7
 
 
-def test_activate_another_version_serves_it_and_rolls_back(client: TestClient, admin: dict[str, str],
-                                                           data_dir: Path) -> None:
+def test_activate_another_version_serves_it_and_rolls_back(
+    client: TestClient, admin: dict[str, str], data_dir: Path
+) -> None:
     forward = client.post("/v1/models/tiny-0002/activate", headers=admin)
     served_after_forward = _served(client)
     back = client.post("/v1/models/tiny-0001/activate", headers=admin)
@@ -76,8 +80,9 @@ def test_activated_version_is_served_after_a_restart(make_settings: Callable[...
     assert served == "tiny-0002"
 
 
-def test_activate_unknown_version_is_404_and_changes_nothing(client: TestClient, admin: dict[str, str],
-                                                             data_dir: Path) -> None:
+def test_activate_unknown_version_is_404_and_changes_nothing(
+    client: TestClient, admin: dict[str, str], data_dir: Path
+) -> None:
     response = client.post("/v1/models/tiny-9999/activate", headers=admin)
 
     body = assert_problem(response, 404, "unknown-model-version")
@@ -86,8 +91,9 @@ def test_activate_unknown_version_is_404_and_changes_nothing(client: TestClient,
     assert Registry(data_dir / "models").active_version() == "tiny-0001"
 
 
-def test_activate_corrupt_version_is_refused_and_keeps_serving(client: TestClient, admin: dict[str, str],
-                                                               data_dir: Path) -> None:
+def test_activate_corrupt_version_is_refused_and_keeps_serving(
+    client: TestClient, admin: dict[str, str], data_dir: Path
+) -> None:
     calibration = data_dir / "models" / "tiny-0002" / "calibration.json"
     calibration.write_text(calibration.read_text().replace("12.0", "1.0"))
 
@@ -114,8 +120,9 @@ def test_activation_under_load_fails_no_request(client: TestClient, admin: dict[
     scorers = [threading.Thread(target=keep_scoring) for _ in range(3)]
     for thread in scorers:
         thread.start()
-    switches = [client.post(f"/v1/models/{v}/activate", headers=admin).status_code
-                for v in ("tiny-0002", "tiny-0001") * 3]
+    switches = [
+        client.post(f"/v1/models/{v}/activate", headers=admin).status_code for v in ("tiny-0002", "tiny-0001") * 3
+    ]
     done.set()
     for thread in scorers:
         thread.join()

@@ -241,8 +241,9 @@ def test_key_verifier_remembers_a_verified_key_for_its_ttl(database: Database) -
         assert forgetful.verify(session, issued.token) is None
 
 
-def test_snapshot_is_read_by_the_trainer_with_stored_messages_kept_out_of_test(database: Database,
-                                                                               tmp_path: Path) -> None:
+def test_snapshot_is_read_by_the_trainer_with_stored_messages_kept_out_of_test(
+    database: Database, tmp_path: Path
+) -> None:
     from training.corpus import load_snapshot  # the contract between the two sides; the service never imports it
 
     ids = _store(database, *(f"Dear friend number {n}." for n in range(30)))

@@ -67,9 +67,20 @@ def _write_corpus(folder: Path, contradictory_test_pair: bool) -> Path:
 
     def add(split: str, words: str, score: float) -> str:
         message_id = f"t{len(records)}"
-        records.append({"id": message_id, "text": words, "sender": "A", "recipient": "B", "date": "2020-01-01",
-                        "occasion": "national day", "language": "en", "score": round(score, 1), "split": split,
-                        "group": message_id})
+        records.append(
+            {
+                "id": message_id,
+                "text": words,
+                "sender": "A",
+                "recipient": "B",
+                "date": "2020-01-01",
+                "occasion": "national day",
+                "language": "en",
+                "score": round(score, 1),
+                "split": split,
+                "group": message_id,
+            }
+        )
         return message_id
 
     for _ in range(12):
@@ -91,14 +102,21 @@ def _write_corpus(folder: Path, contradictory_test_pair: bool) -> Path:
 @pytest.fixture(scope="module")
 def corpora(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("corpora")
-    return {"promotable": _write_corpus(root / "promotable", contradictory_test_pair=False),
-            "rejectable": _write_corpus(root / "rejectable", contradictory_test_pair=True)}
+    return {
+        "promotable": _write_corpus(root / "promotable", contradictory_test_pair=False),
+        "rejectable": _write_corpus(root / "rejectable", contradictory_test_pair=True),
+    }
 
 
 @pytest.fixture(scope="module")
 def weak_version(tiny_base: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_version(tiny_base, tmp_path_factory.mktemp("weak") / "tiny-weak", version="tiny-weak",
-                             test_spearman=-1.0, test_pairwise=0.0)
+    return make_tiny_version(
+        tiny_base,
+        tmp_path_factory.mktemp("weak") / "tiny-weak",
+        version="tiny-weak",
+        test_spearman=-1.0,
+        test_pairwise=0.0,
+    )
 
 
 @pytest.fixture
@@ -112,11 +130,13 @@ def data_dir(tmp_path: Path, tiny_version: Path, weak_version: Path) -> Path:
 
 
 @pytest.fixture
-def trainer_client(make_client: Callable[..., TestClient], corpora: dict[str, Path],
-                   tiny_base: Path) -> Callable[..., TestClient]:
+def trainer_client(
+    make_client: Callable[..., TestClient], corpora: dict[str, Path], tiny_base: Path
+) -> Callable[..., TestClient]:
     def make(corpus: str = "promotable", **overrides: Any) -> TestClient:
-        return make_client(**{"corpus_dir": corpora[corpus], "base_model": str(tiny_base), "training_max_steps": 2,
-                              **overrides})
+        return make_client(
+            **{"corpus_dir": corpora[corpus], "base_model": str(tiny_base), "training_max_steps": 2, **overrides}
+        )
 
     return make
 
@@ -136,8 +156,9 @@ def _label_two_messages(client: TestClient) -> None:
     a, b = store(client, token, TEXTS[2]), store(client, token, TEXTS[1])
     store(client, token, TEXTS[3])  # unlabelled: stays out of the snapshot
     for message, score in ((a, 85.0), (b, 15.0)):
-        client.put(f"/v1/messages/{message['id']}/label", json={"annotator": "ana", "score": score},
-                   headers=bearer(token))
+        client.put(
+            f"/v1/messages/{message['id']}/label", json={"annotator": "ana", "score": score}, headers=bearer(token)
+        )
     client.post("/v1/pairs", json={"warmer": a["id"], "cooler": b["id"], "annotator": "ana"}, headers=bearer(token))
 
 
@@ -154,8 +175,9 @@ def _run_to_the_end(client: TestClient, admin: dict[str, str], jobs: TrainingJob
 # --------------------------------------------------------------------------------------------- the real trainer
 
 
-def test_training_run_promotes_a_candidate_that_passes_the_gate(trainer_client: Callable[..., TestClient],
-                                                                data_dir: Path) -> None:
+def test_training_run_promotes_a_candidate_that_passes_the_gate(
+    trainer_client: Callable[..., TestClient], data_dir: Path
+) -> None:
     client = trainer_client()
     _label_two_messages(client)
     admin = bearer(issue_key(client, "admin"))
@@ -181,8 +203,9 @@ def test_training_run_promotes_a_candidate_that_passes_the_gate(trainer_client: 
     assert snapshot.parent == data_dir.resolve() / "snapshots"
 
 
-def test_training_run_rejected_by_the_gate_keeps_the_serving_model(trainer_client: Callable[..., TestClient],
-                                                                   data_dir: Path) -> None:
+def test_training_run_rejected_by_the_gate_keeps_the_serving_model(
+    trainer_client: Callable[..., TestClient], data_dir: Path
+) -> None:
     client = trainer_client("rejectable")
     admin = bearer(issue_key(client, "admin"))
     client.post("/v1/models/tiny-0001/activate", headers=admin)  # test pairwise accuracy 0.6 to beat
@@ -190,16 +213,19 @@ def test_training_run_rejected_by_the_gate_keeps_the_serving_model(trainer_clien
     run = _run_to_the_end(client, admin)
 
     assert (run["status"], run["promoted"], run["error"]) == ("rejected", False, None), run
-    assert any(reason.startswith("pairwise_accuracy 0.") and "below the active model's 0.600" in reason
-               for reason in run["reasons"]), run["reasons"]
+    assert any(
+        reason.startswith("pairwise_accuracy 0.") and "below the active model's 0.600" in reason
+        for reason in run["reasons"]
+    ), run["reasons"]
     assert _served(client) == "tiny-0001"
     registry = Registry(data_dir / "models")
     assert registry.active_version() == "tiny-0001"
     assert run["candidate_version"] in [v.version for v in registry.versions()]  # kept, not served
 
 
-def test_training_run_killed_midway_fails_and_leaves_the_registry_intact(trainer_client: Callable[..., TestClient],
-                                                                         data_dir: Path) -> None:
+def test_training_run_killed_midway_fails_and_leaves_the_registry_intact(
+    trainer_client: Callable[..., TestClient], data_dir: Path
+) -> None:
     client = trainer_client(training_max_steps=500)
     admin = bearer(issue_key(client, "admin"))
     registry = Registry(data_dir / "models")
@@ -247,7 +273,9 @@ def test_second_training_run_while_one_runs_is_409(trainer_client: Callable[...,
     body = assert_problem(second, 409, "training-run-in-progress")
     assert body["running_run_id"] == first.json()["id"]
     assert (ended["status"], ended["error"]) == (
-        "failed", "the service stopped during the run; its training process was ended")
+        "failed",
+        "the service stopped during the run; its training process was ended",
+    )
 
 
 def test_training_run_whose_trainer_fails_reports_its_error(trainer_client: Callable[..., TestClient]) -> None:
@@ -262,7 +290,8 @@ def test_training_run_whose_trainer_fails_reports_its_error(trainer_client: Call
 
 
 def test_promoted_candidate_that_cannot_be_served_fails_and_the_pointer_returns(
-    trainer_client: Callable[..., TestClient], data_dir: Path,
+    trainer_client: Callable[..., TestClient],
+    data_dir: Path,
 ) -> None:
     client = trainer_client()
     jobs = use_trainer(client, FAKE_TRAINER_PROMOTES_A_GHOST)
@@ -275,8 +304,9 @@ def test_promoted_candidate_that_cannot_be_served_fails_and_the_pointer_returns(
     assert _served(client) == "tiny-weak"
 
 
-def test_restart_marks_an_orphaned_run_failed_and_ends_its_trainer(make_settings: Callable[..., Settings],
-                                                                   data_dir: Path) -> None:
+def test_restart_marks_an_orphaned_run_failed_and_ends_its_trainer(
+    make_settings: Callable[..., Settings], data_dir: Path
+) -> None:
     settings = make_settings()
     database = Database.open(settings.sqlalchemy_url)
     outcome = data_dir.resolve() / "runs" / "1" / "outcome.json"
@@ -291,12 +321,13 @@ def test_restart_marks_an_orphaned_run_failed_and_ends_its_trainer(make_settings
         code = orphan.wait(30)
 
     assert (run["status"], run["error"]) == (
-        "failed", "the service restarted during the run; its training process was ended")
+        "failed",
+        "the service restarted during the run; its training process was ended",
+    )
     assert code == -signal.SIGTERM
 
 
-def test_training_run_without_the_bundled_corpus_is_503(make_client: Callable[..., TestClient],
-                                                        tmp_path: Path) -> None:
+def test_training_run_without_the_bundled_corpus_is_503(make_client: Callable[..., TestClient], tmp_path: Path) -> None:
     client = make_client(corpus_dir=tmp_path / "nowhere")
 
     response = client.post("/v1/training-runs", headers=bearer(issue_key(client, "admin")))

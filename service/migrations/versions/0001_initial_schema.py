@@ -67,8 +67,14 @@ def upgrade() -> None:
         sa.Column("error", sa.Text(), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_training_runs")),
     )
-    op.create_index("uq_training_runs_one_running", "training_runs", ["status"], unique=True,
-                    sqlite_where=ONE_RUNNING, postgresql_where=ONE_RUNNING)
+    op.create_index(
+        "uq_training_runs_one_running",
+        "training_runs",
+        ["status"],
+        unique=True,
+        sqlite_where=ONE_RUNNING,
+        postgresql_where=ONE_RUNNING,
+    )
     op.create_table(
         "labels",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -77,8 +83,9 @@ def upgrade() -> None:
         sa.Column("score", sa.Double(), nullable=False),
         sa.Column("labelled_at", sa.DateTime(), nullable=False),
         sa.CheckConstraint("score >= 0 AND score <= 100", name=op.f("ck_labels_score_range")),
-        sa.ForeignKeyConstraint(["message_id"], ["messages.id"], name=op.f("fk_labels_message_id_messages"),
-                                ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["message_id"], ["messages.id"], name=op.f("fk_labels_message_id_messages"), ondelete="CASCADE"
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_labels")),
         sa.UniqueConstraint("message_id", "annotator", name=op.f("uq_labels_message_id")),
     )
@@ -93,10 +100,12 @@ def upgrade() -> None:
         sa.Column("note", sa.Text(), nullable=True),
         sa.Column("created_at", sa.DateTime(), nullable=False),
         sa.CheckConstraint("warmer_id <> cooler_id", name=op.f("ck_pairs_distinct_messages")),
-        sa.ForeignKeyConstraint(["cooler_id"], ["messages.id"], name=op.f("fk_pairs_cooler_id_messages"),
-                                ondelete="CASCADE"),
-        sa.ForeignKeyConstraint(["warmer_id"], ["messages.id"], name=op.f("fk_pairs_warmer_id_messages"),
-                                ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["cooler_id"], ["messages.id"], name=op.f("fk_pairs_cooler_id_messages"), ondelete="CASCADE"
+        ),
+        sa.ForeignKeyConstraint(
+            ["warmer_id"], ["messages.id"], name=op.f("fk_pairs_warmer_id_messages"), ondelete="CASCADE"
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_pairs")),
         sa.UniqueConstraint("warmer_id", "cooler_id", "annotator", name=op.f("uq_pairs_warmer_id")),
     )

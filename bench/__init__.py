@@ -1,0 +1,1 @@
+"""``make bench``: speed and memory of diplotone, every figure from one run (see bench/README.md)."""

@@ -1,0 +1,178 @@
+"""Targets as ratios of figures measured in the same run, and the results as JSON and a markdown table."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+LENGTH = "200"  # words per message of the targets
+
+
+def target(name: str, measured: float | None, op: str, threshold: float, **inputs: Any) -> dict[str, Any]:
+    """One target: ``measured op threshold``; ``ratio`` = measured / threshold; ``inputs`` are what it came from."""
+    reached = None if measured is None else (measured >= threshold if op == ">=" else measured <= threshold)
+    ratio = None if measured is None else measured / threshold
+    return {"name": name, "measured": measured, "op": op, "threshold": threshold, "ratio": ratio,
+            "reached": reached, "inputs": inputs}
+
+
+def quotient(numerator: float | None, denominator: float | None) -> float | None:
+    return numerator / denominator if numerator is not None and denominator else None
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The issue's targets, each computed from this run's figures."""
+    service, engines = results["service"], results["model"]["engines"]
+    on, off, naive = (service[k]["ok_per_s"] for k in ("batcher_on", "batcher_off", "naive"))
+    torch_rate = engines["torch"]["lengths"][LENGTH]["messages_per_s"]
+    int8 = engines["onnx-int8"]
+    int8_rate = int8["lengths"][LENGTH]["messages_per_s"] if int8["served"] == "onnx-int8" else None
+    alone_p50 = service["latency"]["alone"]["p50_ms"]
+    rss = max(service["rss"][k]["max_mb"] or 0.0 for k in ("service_batcher_on", "service_batcher_off"))
+    rows = [
+        target("service ≥ 5× the naive baseline (32 clients, requests/s)", quotient(on, naive), ">=", 5.0,
+               service_per_s=on, naive_per_s=naive),
+        target("batcher on ≥ 3× batcher off (32 clients, requests/s)", quotient(on, off), ">=", 3.0,
+               batcher_on_per_s=on, batcher_off_per_s=off),
+        target("int8 ≥ 2× torch fp32 (model only, messages/s)", quotient(int8_rate, torch_rate), ">=", 2.0,
+               int8_per_s=int8_rate, torch_per_s=torch_rate, int8_engine_served=int8["served"]),
+    ]
+    for name in ("torch", "onnx-fp32"):
+        row = engines[name]["lengths"][LENGTH]
+        rows.append(target(f"{name} engine ≥ 60% of the fp32 matmul limit (model only)", row["efficiency"], ">=",
+                           0.60, gflops=row["gflops"], matmul_gflops=results["matmul"]["gflops"]))
+    rows += [
+        target("one message p50 ≤ 40 ms, int8 service, one client (HTTP round trip)", alone_p50, "<=", 40.0,
+               service_engine=service["engine_served"],
+               model_only_p50_ms=int8["lengths"][LENGTH]["single"]["p50_ms"]),
+        target("service RSS ≤ 1 GB (max over the run, MB)", rss, "<=", 1024.0),
+    ]
+    return rows
+
+
+def write(results: dict[str, Any], out: Path) -> tuple[Path, Path]:
+    """Write ``latest.json`` and ``latest.md`` under ``out``, each replaced in one step."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = out / "latest.json", out / "latest.md"
+    for path, text in zip(paths, (json.dumps(results, indent=2) + "\n", markdown(results)), strict=True):
+        temporary = path.with_suffix(path.suffix + ".tmp")
+        temporary.write_text(text)
+        os.replace(temporary, path)
+    return paths
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """Every figure of ``results`` as commit-friendly markdown tables."""
+    sections = [_header(results), _targets(results["targets"]), _model(results), _service(results["service"]),
+                _latency(results["service"]), _operations(results["service"])]
+    return "\n\n".join(sections) + "\n"
+
+
+def _table(head: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(_cell(value) for value in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:,.3g}" if abs(value) < 10 else f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.1f}"
+    return str(value)
+
+
+def _header(results: dict[str, Any]) -> str:
+    meta, matmul = results["meta"], results["matmul"]
+    quick = " — **quick smoke run, figures not meaningful**" if meta["quick"] else ""
+    return "\n".join([
+        f"# diplotone benchmark{quick}",
+        "",
+        f"`{meta['command']}` · model `{meta['version']}` · {meta['started']} · {meta['seconds']:.0f} s · "
+        f"commit `{meta['commit']}`",
+        "",
+        f"Machine: {meta['cpu']} · {meta['cpus']} CPUs · {meta['threads']} model threads · torch {meta['torch']} · "
+        f"onnxruntime {meta['onnxruntime']}. fp32 matmul limit ({matmul['size']}², {matmul['threads']} threads, "
+        f"best of {matmul['runs']}): **{matmul['gflops']:.1f} GFLOP/s** (median {matmul['median_gflops']:.1f}).",
+    ])
+
+
+def _targets(rows: list[dict[str, Any]]) -> str:
+    body = [[row["name"], row["measured"], f"{row['op']} {_cell(row['threshold'])}", row["ratio"],
+             "reached" if row["reached"] else "not measured" if row["reached"] is None else "**missed**"]
+            for row in rows]
+    return "## Targets\n\n" + _table(["target", "measured", "needs", "measured ÷ needed", "result"], body)
+
+
+def _model(results: dict[str, Any]) -> str:
+    rows = []
+    for name, engine in results["model"]["engines"].items():
+        for words, row in engine["lengths"].items():
+            rows.append([name if engine["served"] == name else f"{name} (served {engine['served']})", words,
+                         row["tokens_per_message"], row["messages_per_s"], row["tokens_per_s"],
+                         row["flop_per_token"] / 1e6, row["gflops"], f"{100 * row['efficiency']:.0f}%",
+                         row["single"]["p50_ms"]])
+    head = ["engine", "words", "tokens/message", "messages/s", "tokens/s", "MFLOP/token", "GFLOP/s", "efficiency",
+            "one message p50 ms"]
+    parity = [f"- {name}: {json.dumps(engine['report'], sort_keys=True)}" for name, engine in
+              results["model"]["engines"].items()]
+    return ("## Model only (Scorer.predict, no HTTP)\n\n" + _table(head, rows)
+            + "\n\nEngine reports (parity against torch on the test split):\n\n" + "\n".join(parity))
+
+
+def _service(service: dict[str, Any]) -> str:
+    head = ["server", "clients", "requests", "ok/s", "429", "failed", "p50 ms", "p99 ms", "RSS max MB"]
+    rows = [[label, s["clients"], s["requests"], s["ok_per_s"], s["rejected_429"], s["failed"], s["p50_ms"],
+             s["p99_ms"], service["rss"][rss]["max_mb"]]
+            for label, s, rss in ((f"service, batcher on ({service['engine_served']})", service["batcher_on"],
+                                   "service_batcher_on"),
+                                  (f"service, batcher off ({service['engine_served']})", service["batcher_off"],
+                                   "service_batcher_off"),
+                                  ("naive FastAPI + transformers pipeline (torch)", service["naive"], "naive"))]
+    return (f"## Service throughput ({service['messages_words']}-word messages, closed loop)\n\n"
+            + _table(head, rows))
+
+
+def _latency(service: dict[str, Any]) -> str:
+    latency = service["latency"]
+    head = ["phase", "offered /s", "requests", "ok/s", "429", "failed", "p50 ms", "p99 ms", "max ms"]
+    rows = []
+    phases = {"alone": "one client", "load_50": "50% of max, Poisson", "load_80": "80% of max, Poisson",
+              "overload": "2× max, Poisson", "recovery": "one client, after overload"}
+    for phase, label in phases.items():
+        s = latency[phase]
+        failed = s["failed"] + s["client_dropped"]
+        rows.append([label, s.get("rate"), s["requests"], s["ok_per_s"], s["rejected_429"], failed, s["p50_ms"],
+                     s["p99_ms"], s["max_ms"]])
+    overload, recovery = latency["overload"], latency["recovery"]
+    notes = (f"Max rate (batcher on, 32 clients): {latency['max_rate']:.1f}/s. RSS before the overload "
+             f"{_cell(overload['rss_before_mb'])} MB, max during it {_cell(overload['rss_max_during_mb'])} MB, after "
+             f"{_cell(recovery['rss_after_mb'])} MB; p50 after ÷ p50 before: {_cell(recovery['p50_vs_alone'])}.")
+    return "## Latency (service, batcher on)\n\n" + _table(head, rows) + "\n\n" + notes
+
+
+def _operations(service: dict[str, Any]) -> str:
+    cold, reload = service["cold_start"], service["reload"]
+    activation = reload["activation"]
+    rows = [
+        ["cold start, first start of a fresh data dir (ONNX export + parity check + probe)", cold["first_start_s"]],
+        ["restart (ONNX cache present)", cold.get("restart_s")],
+        ["naive baseline start", cold.get("naive_s")],
+    ]
+    lines = [
+        "## Operations",
+        "",
+        _table(["process start → /readyz 200", "seconds"], rows),
+        "",
+        f"Reload under load: {reload['clients']} clients scoring while `POST /v1/models/{reload['version']}/activate` "
+        f"ran ({activation.get('status')}, {_cell(activation.get('seconds'))} s): {reload['requests']} requests, "
+        f"**{reload['failed'] + reload['rejected_429']} failed**, versions served {reload['served_versions']}, "
+        f"p99 {_cell(reload['p99_ms'])} ms.",
+    ]
+    if service.get("engine_log"):
+        lines += ["", "Engine refusals in the service log:", "", *[f"    {line}" for line in service["engine_log"]]]
+    return "\n".join(lines)

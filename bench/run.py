@@ -1,0 +1,127 @@
+"""One benchmark run: the matmul limit, model-only throughput per engine, then the servers; all into one result."""
+
+from __future__ import annotations
+
+import gc
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench.compute import Workload, matmul_gflops, measure_engine
+from bench.report import targets
+from bench.servers import ROOT, cpu_plan
+from bench.service_bench import SCORE_ENGINE, ServicePlan, run_service
+from bench.texts import corpus_test_texts, messages_of
+from model import Scorer
+from model.engines import ENGINES
+
+LENGTHS = (30, 200, 600)  # words per message
+SERVICE_WORDS = 200
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much of everything a run does."""
+
+    quick: bool = False
+    threads: int = 2
+    model_s: float = 5.0  # per engine and length
+    single_repeats: int = 30
+    messages: int = 64  # distinct messages per length
+    service: ServicePlan = field(default_factory=ServicePlan)
+
+
+FULL = Plan()
+QUICK = Plan(quick=True, model_s=0.2, single_repeats=3, messages=8,
+             service=ServicePlan(clients=32, warmup_s=0.3, throughput_s=1.0, alone_s=0.5, load_s=0.8, overload_s=0.8,
+                                 recovery_s=0.5, reload_tail_s=0.5, reload_limit_s=120.0))
+
+
+def run(plan: Plan, version: Path, corpus: Path, command: str) -> dict[str, Any]:
+    """Everything, in one process tree, on ``version`` (a model version folder) and texts from the test split of
+    ``corpus`` (a messages.jsonl). The version is copied first so that its ONNX cache lands in the copy."""
+    started, clock = datetime.now(UTC), time.monotonic()
+    texts = corpus_test_texts(corpus)
+    work = Path(tempfile.mkdtemp(prefix="diplotone-bench-"))
+    try:
+        served = shutil.copytree(version, work / "versions" / version.name, ignore=shutil.ignore_patterns("cache"))
+        results: dict[str, Any] = {"meta": _meta(plan, version, command, started)}
+        results["matmul"] = matmul_gflops(plan.threads)
+        results["model"] = model_only(plan, served, texts, results["matmul"]["gflops"])
+        _pin_load_generator(plan.threads)
+        service = run_service(plan.service, served, messages_of(SERVICE_WORDS, texts, plan.messages), corpus.parent,
+                              work, plan.threads)
+        service["engine_served"] = results["model"]["engines"][SCORE_ENGINE]["served"]
+        results["service"] = service
+        results["targets"] = targets(results)
+        results["meta"]["seconds"] = time.monotonic() - clock
+        return results
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def model_only(plan: Plan, version: Path, texts: list[str], limit_gflops: float) -> dict[str, Any]:
+    """Each engine on 30-, 200- and 600-word messages. int8 is loaded first with the parity texts: its report holds
+    both checks (fp32 against torch, int8 against fp32); fp32 then reuses the export."""
+    torch.set_num_threads(plan.threads)
+    engines: dict[str, Any] = {}
+    workloads: list[Workload] = []
+    for name in ("onnx-int8", "onnx-fp32", "torch"):
+        scorer = Scorer.from_pretrained(version, engine=name, threads=plan.threads,
+                                        parity_texts=texts if name == "onnx-int8" else None)
+        workloads = workloads or [Workload.of(scorer, words, messages_of(words, texts, plan.messages))
+                                  for words in LENGTHS]
+        engines[name] = {"served": scorer.engine.name, "report": scorer.engine_report,
+                         "lengths": measure_engine(scorer, workloads, limit_gflops, plan.model_s, plan.single_repeats)}
+        del scorer
+        gc.collect()
+    return {"lengths_words": list(LENGTHS), "engines": {name: engines[name] for name in ENGINES}}
+
+
+def _pin_load_generator(threads: int) -> None:
+    """Move this process (the load generator) off the servers' CPUs where the machine has spare ones."""
+    server_cpus, client_cpus = cpu_plan(threads)
+    if client_cpus != server_cpus:
+        os.sched_setaffinity(0, client_cpus)
+
+
+def _meta(plan: Plan, version: Path, command: str, started: datetime) -> dict[str, Any]:
+    import onnxruntime
+
+    server_cpus, client_cpus = cpu_plan(plan.threads)
+    return {
+        "command": command, "quick": plan.quick, "version": version.name, "started": started.isoformat(" ", "seconds"),
+        "seconds": None, "commit": _commit(), "cpu": _cpu_model(), "cpus": os.cpu_count(), "threads": plan.threads,
+        "server_cpus": server_cpus, "load_generator_cpus": client_cpus, "python": platform.python_version(),
+        "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+    }
+
+
+def _commit() -> str:
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True,
+                               timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head + ("+uncommitted" if dirty else "")
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"

@@ -1,0 +1,197 @@
+"""The service side: throughput against the naive baseline and with batching off, latency alone and under open-loop
+load, 2× overload and recovery, cold start, reload of a new version under load, and resident memory.
+
+Servers run one at a time, so none competes with another for the CPUs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.load import Target, closed_loop, open_loop
+from bench.servers import ROOT, Server, launch
+from model import Registry
+from model.artifacts import write_manifest
+
+SERVICE_APP = "service.app:create_app"
+NAIVE_APP = "bench.naive:create_app"
+SCORE_ENGINE = "onnx-int8"  # what the service serves in the bench; it falls back by itself where parity fails
+
+
+@dataclass(frozen=True)
+class ServicePlan:
+    """How long each phase runs (seconds) and how many clients it uses."""
+
+    clients: int = 32
+    warmup_s: float = 3.0
+    throughput_s: float = 20.0
+    alone_s: float = 15.0
+    load_s: float = 20.0
+    overload_s: float = 20.0
+    recovery_s: float = 10.0
+    reload_clients: int = 8
+    reload_tail_s: float = 3.0  # load kept on after the activation answered
+    reload_limit_s: float = 300.0
+
+
+def run_service(plan: ServicePlan, version: Path, messages: list[str], corpus: Path, work: Path,
+                threads: int) -> dict[str, Any]:
+    """Every service measurement; ``version`` is the model version folder served by all three servers, ``corpus``
+    the folder of the messages.jsonl whose test split the service checks its engine on."""
+    second = second_version(version, work / "versions")
+    results: dict[str, Any] = {"messages_words": len(messages[0].split()), "engine_requested": SCORE_ENGINE,
+                               "threads": threads}
+    data_on = data_dir(work / "data-on", version, extra=[second])  # fresh: no ONNX cache, so the first start exports
+    key = admin_key(data_on)
+    on = _service(data_on, corpus, threads, work, "service-batcher-on")
+    try:
+        results["cold_start"] = {"first_start_s": on.ready_s}
+        results["batcher_on"] = _throughput(plan, on, "/v1/score", messages)
+        results["latency"] = _latency(plan, on, messages, results["batcher_on"]["ok_per_s"])
+        results["reload"] = _reload(plan, on, messages, key, second.name)
+        results["engine_log"] = _refusals(on)
+    finally:
+        on.stop()
+    results["rss"] = {"service_batcher_on": on.sampler.summary()}
+    data_off = data_dir(work / "data-off", version, cache_from=data_on / "models" / version.name)
+    off = _service(data_off, corpus, threads, work, "service-batcher-off", max_batch_requests=1)
+    try:
+        results["cold_start"]["restart_s"] = off.ready_s  # same load path, ONNX cache present
+        results["batcher_off"] = _throughput(plan, off, "/v1/score", messages)
+    finally:
+        off.stop()
+    results["rss"]["service_batcher_off"] = off.sampler.summary()
+    naive = launch("naive", NAIVE_APP, {"BENCH_NAIVE_VERSION": str(version), "BENCH_NAIVE_THREADS": str(threads)},
+                   threads, work / "logs")
+    try:
+        results["cold_start"]["naive_s"] = naive.ready_s
+        results["naive"] = _throughput(plan, naive, "/score", messages)
+    finally:
+        naive.stop()
+    results["rss"]["naive"] = naive.sampler.summary()
+    return results
+
+
+def second_version(version: Path, folder: Path) -> Path:
+    """A copy of ``version`` under another name (manifest ``version`` rewritten): something new to activate."""
+    name = f"{version.name}-bench-b"
+    target = folder / name
+    shutil.copytree(version, target, ignore=shutil.ignore_patterns("cache"))
+    manifest = json.loads((target / "manifest.json").read_text())
+    write_manifest(target, {**{k: v for k, v in manifest.items() if k != "files"}, "version": name})
+    return target
+
+
+def data_dir(folder: Path, version: Path, extra: Sequence[Path] = (), cache_from: Path | None = None) -> Path:
+    """A service data directory whose registry holds ``version`` (active) and ``extra`` versions.
+
+    ``cache_from`` copies a version's ONNX exports too, so the server skips the export (a restart, not a first start).
+    """
+    registry = Registry(folder / "models")
+    installed = registry.install(version, version.name)
+    for other in extra:
+        registry.install(other, other.name)
+    registry.activate(version.name)
+    if cache_from is not None and (cache_from / "cache").is_dir():
+        shutil.copytree(cache_from / "cache", installed / "cache")
+    return folder
+
+
+def admin_key(data: Path) -> str:
+    """An admin API key in ``data``'s database, made with the CLI as an operator would."""
+    done = subprocess.run([sys.executable, "-m", "diplotone", "keys", "create", "--scope", "admin", "--name", "bench",
+                           "--data-dir", str(data)], cwd=ROOT, capture_output=True, text=True, check=True, timeout=120)
+    return done.stdout.strip().splitlines()[0]
+
+
+def _service(data: Path, corpus: Path, threads: int, work: Path, name: str, **overrides: Any) -> Server:
+    """Our service on ``data`` with the bench's engine and thread budget; ``overrides`` are more settings."""
+    settings = {"data_dir": data, "corpus_dir": corpus, "engine": SCORE_ENGINE, "model_threads": threads, **overrides}
+    env = {f"DIPLOTONE_{key.upper()}": str(value) for key, value in settings.items()}
+    return launch(name, SERVICE_APP, env, threads, work / "logs")
+
+
+def _throughput(plan: ServicePlan, server: Server, path: str, messages: list[str]) -> dict[str, Any]:
+    """Successful requests per second with ``plan.clients`` closed-loop clients, after a warm-up."""
+    target = Target(server.url, path, messages)
+    asyncio.run(closed_loop(target, plan.clients, plan.warmup_s))
+    return {"clients": plan.clients, **asyncio.run(closed_loop(target, plan.clients, plan.throughput_s)).summary()}
+
+
+def _latency(plan: ServicePlan, server: Server, messages: list[str], max_rate: float) -> dict[str, Any]:
+    """Alone, at 50% and 80% of ``max_rate`` (open loop), then 2× overload and what follows it."""
+    target = Target(server.url, "/v1/score", messages)
+    sampler = server.sampler
+    calm_start = time.monotonic()
+    alone = asyncio.run(closed_loop(target, 1, plan.alone_s)).summary()
+    loads = {f"load_{share}": {"rate": max_rate * share / 100,
+                               **asyncio.run(open_loop(target, max_rate * share / 100, plan.load_s)).summary()}
+             for share in (50, 80)}
+    before_mb = _mb(sampler.max_between(calm_start, time.monotonic()))
+    overload_start = time.monotonic()
+    overload = asyncio.run(open_loop(target, 2 * max_rate, plan.overload_s)).summary()
+    overload_end = time.monotonic()
+    recovery = asyncio.run(closed_loop(target, 1, plan.recovery_s)).summary()
+    return {
+        "max_rate": max_rate,
+        "alone": alone,
+        **loads,
+        "overload": {"rate": 2 * max_rate, **overload, "rss_before_mb": before_mb,
+                     "rss_max_during_mb": _mb(sampler.max_between(overload_start, overload_end))},
+        "recovery": {**recovery, "rss_after_mb": _mb(sampler.max_between(overload_end, time.monotonic())),
+                     "p50_vs_alone": _ratio(recovery["p50_ms"], alone["p50_ms"])},
+    }
+
+
+def _reload(plan: ServicePlan, server: Server, messages: list[str], key: str, version: str) -> dict[str, Any]:
+    """Activate ``version`` through the API while ``plan.reload_clients`` clients score; count what failed."""
+    return asyncio.run(_reload_async(plan, server, messages, key, version))
+
+
+async def _reload_async(plan: ServicePlan, server: Server, messages: list[str], key: str,
+                        version: str) -> dict[str, Any]:
+    import httpx
+
+    answered: list[float] = []
+    activation: dict[str, Any] = {}
+
+    async def activate() -> None:
+        await asyncio.sleep(min(2.0, plan.reload_tail_s))  # let the load settle first
+        started = time.perf_counter()
+        async with httpx.AsyncClient(base_url=server.url, timeout=plan.reload_limit_s) as http:
+            response = await http.post(f"/v1/models/{version}/activate", headers={"X-API-Key": key})
+        activation.update(status=response.status_code, seconds=time.perf_counter() - started, body=response.json())
+        answered.append(time.perf_counter())
+
+    def over() -> bool:
+        return bool(answered) and time.perf_counter() > answered[0] + plan.reload_tail_s
+
+    target = Target(server.url, "/v1/score", messages)
+    load, _ = await asyncio.gather(
+        closed_loop(target, plan.reload_clients, plan.reload_limit_s, keep_body=True, until=over), activate())
+    served = Counter(body["model_version"] for body in load.bodies)
+    return {"clients": plan.reload_clients, "version": version, "activation": activation, **load.summary(),
+            "served_versions": dict(served)}
+
+
+def _refusals(server: Server) -> list[str]:
+    """Lines of the server's log where an engine was refused (the Scorer logs them as warnings)."""
+    return [line for line in server.log_tail(10_000).splitlines() if "refused" in line]
+
+
+def _mb(value: int | None) -> float | None:
+    return value / 2**20 if value is not None else None
+
+
+def _ratio(numerator: float | None, denominator: float | None) -> float | None:
+    return numerator / denominator if numerator is not None and denominator else None

@@ -1,0 +1,80 @@
+"""The diplotone command on the tiny model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from diplotone.cli import app
+from model.registry import Registry
+
+runner = CliRunner()
+WARM = "Dear friend, please accept my warmest congratulations. Our friendship is eternal."
+COOLER = "Dear friend, please accept my congratulations."
+
+
+def test_score_text_prints_a_readable_result(tiny_version: Path) -> None:
+    result = runner.invoke(app, ["score", WARM, "--model", str(tiny_version)])
+    assert result.exit_code == 0, result.output
+    assert "90% interval" in result.output and "[tiny-0001]" in result.output
+    assert "superlative: warmest, eternal" in result.output
+
+
+def test_score_file_writes_one_result_per_line_with_ids(tiny_version: Path, tmp_path: Path) -> None:
+    source, target = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    source.write_text("".join(json.dumps({"id": f"m{i}", "text": t}) + "\n" for i, t in enumerate([WARM, COOLER])))
+    result = runner.invoke(
+        app, ["score", "--input", str(source), "--output", str(target), "--model", str(tiny_version)]
+    )
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in target.read_text().splitlines()]
+    assert [line["id"] for line in lines] == ["m0", "m1"]
+    assert set(lines[0]) == {"id", "score", "band", "interval", "sentences", "markers", "model_version"}
+
+
+def test_score_file_with_a_bad_line_names_it(tiny_version: Path, tmp_path: Path) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_text(json.dumps({"id": "a", "text": WARM}) + "\n" + '{"id": "b", "txt": "oops"}\n')
+    result = runner.invoke(app, ["score", "--input", str(source), "--model", str(tiny_version)])
+    assert result.exit_code == 2
+    assert "line 2: expected" in _plain(result.output)
+
+
+def test_score_without_text_or_input_is_refused(tiny_version: Path) -> None:
+    result = runner.invoke(app, ["score", "--model", str(tiny_version)])
+    assert result.exit_code == 2
+    assert "give either a TEXT or --input FILE" in _plain(result.output)
+
+
+def test_compare_prints_the_dropped_sentence(tiny_version: Path, tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_text(WARM)
+    (tmp_path / "b.txt").write_text(COOLER)
+    result = runner.invoke(
+        app, ["compare", str(tmp_path / "a.txt"), str(tmp_path / "b.txt"), "--model", str(tiny_version)]
+    )
+    assert result.exit_code == 0, result.output
+    assert 'did not appear this time: "Our friendship is eternal."' in result.output
+
+
+@pytest.mark.parametrize("command", [["models", "list"]])
+def test_models_list_marks_the_active_version(command: list[str], tiny_version: Path, tmp_path: Path) -> None:
+    Registry(tmp_path / "models").install(tiny_version, "tiny-0001")
+    Registry(tmp_path / "models").activate("tiny-0001")
+    result = runner.invoke(app, [*command, "--data-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("* tiny-0001")
+
+
+def test_models_activate_unknown_version_fails_clearly(tiny_version: Path, tmp_path: Path) -> None:
+    Registry(tmp_path / "models").install(tiny_version, "tiny-0001")
+    result = runner.invoke(app, ["models", "activate", "nope", "--data-dir", str(tmp_path)])
+    assert result.exit_code != 0
+    assert "no model version 'nope'" in str(result.exception) + result.output
+
+
+def _plain(output: str) -> str:
+    """The output without the frame and line breaks that rich draws around an error."""
+    return " ".join(output.replace("│", " ").split())

@@ -45,6 +45,7 @@ class Server:
     log: Path
     started: float  # time.monotonic() at launch
     ready_s: float = float("nan")
+    ready_mb: float = float("nan")  # resident memory once ready: the model loaded, nothing served yet
     sampler: RssSampler = field(init=False)
 
     def __post_init__(self) -> None:
@@ -53,6 +54,10 @@ class Server:
     @property
     def url(self) -> str:
         return f"http://{HOST}:{self.port}"
+
+    def memory(self) -> dict[str, Any]:
+        """Resident memory (MB): at ready, the highest and the last sampled."""
+        return {"at_ready_mb": self.ready_mb, **self.sampler.summary()}
 
     def log_tail(self, lines: int = 30) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:]) if self.log.exists() else ""
@@ -88,6 +93,7 @@ def launch(name: str, app: str, env: dict[str, str], threads: int, logs: Path) -
     server = Server(name, process, port, log, started)
     try:
         server.ready_s = _wait_ready(server)
+        server.ready_mb = psutil.Process(process.pid).memory_info().rss / 2**20
     except BaseException:
         server.stop()
         raise

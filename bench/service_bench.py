@@ -37,7 +37,7 @@ class ServicePlan:
     throughput_s: float = 20.0
     alone_s: float = 15.0
     load_s: float = 20.0
-    overload_s: float = 20.0
+    overload_s: float = 30.0  # long enough to fill the 256-text queue and see 429s
     recovery_s: float = 10.0
     reload_clients: int = 8
     reload_tail_s: float = 3.0  # load kept on after the activation answered
@@ -62,7 +62,7 @@ def run_service(plan: ServicePlan, version: Path, messages: list[str], corpus: P
         results["engine_log"] = _refusals(on)
     finally:
         on.stop()
-    results["rss"] = {"service_batcher_on": on.sampler.summary()}
+    results["rss"] = {"service_batcher_on": on.memory()}
     data_off = data_dir(work / "data-off", version, cache_from=data_on / "models" / version.name)
     off = _service(data_off, corpus, threads, work, "service-batcher-off", max_batch_requests=1)
     try:
@@ -70,7 +70,7 @@ def run_service(plan: ServicePlan, version: Path, messages: list[str], corpus: P
         results["batcher_off"] = _throughput(plan, off, "/v1/score", messages)
     finally:
         off.stop()
-    results["rss"]["service_batcher_off"] = off.sampler.summary()
+    results["rss"]["service_batcher_off"] = off.memory()
     naive = launch("naive", NAIVE_APP, {"BENCH_NAIVE_VERSION": str(version), "BENCH_NAIVE_THREADS": str(threads)},
                    threads, work / "logs")
     try:
@@ -78,7 +78,7 @@ def run_service(plan: ServicePlan, version: Path, messages: list[str], corpus: P
         results["naive"] = _throughput(plan, naive, "/score", messages)
     finally:
         naive.stop()
-    results["rss"]["naive"] = naive.sampler.summary()
+    results["rss"]["naive"] = naive.memory()
     return results
 
 
@@ -168,9 +168,13 @@ async def _reload_async(plan: ServicePlan, server: Server, messages: list[str], 
     async def activate() -> None:
         await asyncio.sleep(min(2.0, plan.reload_tail_s))  # let the load settle first
         started = time.perf_counter()
-        async with httpx.AsyncClient(base_url=server.url, timeout=plan.reload_limit_s) as http:
-            response = await http.post(f"/v1/models/{version}/activate", headers={"X-API-Key": key})
-        activation.update(status=response.status_code, seconds=time.perf_counter() - started, body=response.json())
+        try:
+            async with httpx.AsyncClient(base_url=server.url, timeout=plan.reload_limit_s) as http:
+                response = await http.post(f"/v1/models/{version}/activate", headers={"X-API-Key": key})
+            activation.update(status=response.status_code, body=response.json())
+        except (httpx.HTTPError, ValueError) as error:  # no answer, or not JSON: recorded, and the load stops
+            activation.update(status=0, body=repr(error))
+        activation["seconds"] = time.perf_counter() - started
         answered.append(time.perf_counter())
 
     def over() -> bool:

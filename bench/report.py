@@ -140,17 +140,25 @@ def _model(results: dict[str, Any]) -> str:
 
 
 def _service(service: dict[str, Any]) -> str:
-    head = ["server", "clients", "requests", "ok/s", "429", "failed", "p50 ms", "p99 ms", "RSS at ready MB",
-            "RSS max MB"]
+    head = ["server", "clients", "requests", "ok/s", "429", "failed", "p50 ms", "p99 ms", "server CPU cores",
+            "client CPU cores", "RSS at ready MB", "RSS max MB"]
     rows = [[label, s["clients"], s["requests"], s["ok_per_s"], s["rejected_429"], s["failed"], s["p50_ms"],
-             s["p99_ms"], service["rss"][rss]["at_ready_mb"], service["rss"][rss]["max_mb"]]
+             s["p99_ms"], s["server_cpu_cores"], s["load_generator_cpu_cores"], service["rss"][rss]["at_ready_mb"],
+             service["rss"][rss]["max_mb"]]
             for label, s, rss in ((f"service, batcher on ({service['engine_served']})", service["batcher_on"],
                                    "service_batcher_on"),
                                   (f"service, batcher off ({service['engine_served']})", service["batcher_off"],
                                    "service_batcher_off"),
                                   ("naive FastAPI + transformers pipeline (torch)", service["naive"], "naive"))]
+    notes = [f"{label}: {_cell(service[key]['batching']['texts_per_batch'])} texts per model call, worker in "
+             f"Scorer.score {_percent(service[key]['batching']['model_busy_share'])} of the time"
+             for label, key in (("batcher on", "batcher_on"), ("batcher off", "batcher_off"))]
     return (f"## Service throughput ({service['messages_words']}-word messages, closed loop)\n\n"
-            + _table(head, rows))
+            + _table(head, rows) + "\n\n" + "; ".join(notes) + " (from the service's /metrics).")
+
+
+def _percent(share: float | None) -> str:
+    return "–" if share is None else f"{100 * share:.0f}%"
 
 
 def _latency(service: dict[str, Any]) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -17,6 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from bench.load import Target, closed_loop, open_loop
 from bench.servers import ROOT, Server, launch
@@ -122,10 +125,45 @@ def _service(data: Path, corpus: Path, threads: int, work: Path, name: str, **ov
 
 
 def _throughput(plan: ServicePlan, server: Server, path: str, messages: list[str]) -> dict[str, Any]:
-    """Successful requests per second with ``plan.clients`` closed-loop clients, after a warm-up."""
+    """Successful requests per second with ``plan.clients`` closed-loop clients, after a warm-up; for our service,
+    also how it batched (from its /metrics)."""
     target = Target(server.url, path, messages)
     asyncio.run(closed_loop(target, plan.clients, plan.warmup_s))
-    return {"clients": plan.clients, **asyncio.run(closed_loop(target, plan.clients, plan.throughput_s)).summary()}
+    before = _batch_counters(server) if path == "/v1/score" else None
+    cpu_before = _cpu_seconds(server.process.pid), _cpu_seconds(os.getpid())
+    summary = asyncio.run(closed_loop(target, plan.clients, plan.throughput_s)).summary()
+    cpu_after = _cpu_seconds(server.process.pid), _cpu_seconds(os.getpid())
+    result = {"clients": plan.clients, **summary,
+              "server_cpu_cores": (cpu_after[0] - cpu_before[0]) / summary["seconds"],
+              "load_generator_cpu_cores": (cpu_after[1] - cpu_before[1]) / summary["seconds"]}
+    if before is not None:
+        result["batching"] = _batching(before, _batch_counters(server), summary["seconds"])
+    return result
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far, all its threads."""
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
+def _batch_counters(server: Server) -> dict[str, float]:
+    """The batcher's cumulative counters from the service's /metrics: batches, texts, seconds in Scorer.score."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    wanted = {"diplotone_batch_size_texts_count": "batches", "diplotone_batch_size_texts_sum": "texts",
+              "diplotone_batch_duration_seconds_sum": "seconds"}
+    text = httpx.get(f"{server.url}/metrics", timeout=30).text
+    return {wanted[sample.name]: sample.value for family in text_string_to_metric_families(text)
+            for sample in family.samples if sample.name in wanted}
+
+
+def _batching(before: dict[str, float], after: dict[str, float], elapsed: float) -> dict[str, float | None]:
+    """Mean texts per model call, and the share of the phase the model worker spent in ``Scorer.score``."""
+    batches, texts, seconds = (after[k] - before[k] for k in ("batches", "texts", "seconds"))
+    return {"batches": batches, "texts_per_batch": texts / batches if batches else None,
+            "model_busy_share": seconds / elapsed if elapsed > 0 else None}
 
 
 def _latency(plan: ServicePlan, server: Server, messages: list[str], max_rate: float) -> dict[str, Any]:

@@ -139,7 +139,7 @@ def evaluate(
     if baselines:
         for name, predict in baseline_models.baselines(corpus).items():
             rows[name] = evaluate_scorer(corpus, predict)
-    columns = ("spearman", "pearson", "mae", "pairwise_accuracy", "band_accuracy", "interval_coverage")
+    columns = ("spearman", "pearson", "mae", "pairwise_accuracy", "concordance", "band_accuracy", "interval_coverage")
     typer.echo(
         f"test split: {int(next(iter(rows.values()))['test']['n'])} messages, "
         f"{int(next(iter(rows.values()))['test']['pairs'])} pairs"

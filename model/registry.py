@@ -58,10 +58,13 @@ class Registry:
 
     def install(self, source: Path, version: str) -> Path:
         """Copy a version folder in (checked against its manifest first); return its registry path."""
-        verify_manifest(source)
+        files = verify_manifest(source)["files"]
         target = self.root / version
         if target.exists():
-            raise FileExistsError(f"version {version} already exists in {self.root}")
+            # Training is deterministic: the same recipe on the same data gives the same weights, hence the same name.
+            if (target / "manifest.json").is_file() and verify_manifest(target)["files"] == files:
+                return target
+            raise FileExistsError(f"version {version} already exists in {self.root} with other files")
         self.root.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=self.root))
         shutil.copytree(source, staging, dirs_exist_ok=True, ignore=shutil.ignore_patterns("cache"))

@@ -71,7 +71,7 @@ class _Job:
 class Batcher:
     """Gathers scoring requests into model batches on a dedicated thread.
 
-    >>> batcher = Batcher(slot, batch_tokens=8192, queue_size=256); batcher.start()  # doctest: +SKIP
+    >>> batcher = Batcher(slot, batch_tokens=2048, queue_size=256); batcher.start()  # doctest: +SKIP
     >>> results = await batcher.submit(["Dear friend ..."], timeout_s=30)  # doctest: +SKIP
     """
 

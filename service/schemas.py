@@ -316,7 +316,7 @@ INFO_EXAMPLE: dict[str, Any] = {
     "limits": {
         "max_texts": 64,
         "max_chars": 20000,
-        "batch_tokens": 8192,
+        "batch_tokens": 2048,
         "queue_size": 256,
         "request_timeout_s": 30.0,
         "window_tokens": 256,

@@ -21,7 +21,7 @@ class Settings(BaseSettings):
     max_texts: int = Field(64, ge=1, description="texts per /v1/score request")
     max_chars: int = Field(20_000, ge=1, description="characters per text")
     # Batching and back-pressure
-    batch_tokens: int = Field(8192, ge=64, description="padded tokens per model call")
+    batch_tokens: int = Field(2048, ge=64, description="padded tokens per model call")
     queue_size: int = Field(256, ge=1, description="texts waiting for the model before 429")
     request_timeout_s: float = Field(30.0, gt=0, description="deadline of a scoring request before 503")
     max_batch_requests: int | None = Field(

@@ -28,8 +28,23 @@ def quick_run(tiny_version: Path, tmp_path_factory: pytest.TempPathFactory) -> t
     corpus = write_tiny_corpus(folder / "corpus") / "messages.jsonl"
     out = folder / "results"
     done = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--version", str(tiny_version), "--corpus", str(corpus),
-         "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--quick",
+            "--version",
+            str(tiny_version),
+            "--corpus",
+            str(corpus),
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads((out / "latest.json").read_text()), (out / "latest.md").read_text()
 
@@ -69,8 +84,9 @@ def test_quick_run_computes_targets_from_measured_figures(quick_run: tuple[dict[
     for row in results["targets"]:
         if row["measured"] is not None:
             assert row["ratio"] == pytest.approx(row["measured"] / row["threshold"])
-            assert row["reached"] == (row["measured"] >= row["threshold"] if row["op"] == ">="
-                                      else row["measured"] <= row["threshold"])
+            assert row["reached"] == (
+                row["measured"] >= row["threshold"] if row["op"] == ">=" else row["measured"] <= row["threshold"]
+            )
 
 
 def test_quick_run_counts_every_request_once(quick_run: tuple[dict[str, Any], str]) -> None:
@@ -79,6 +95,13 @@ def test_quick_run_counts_every_request_once(quick_run: tuple[dict[str, Any], st
     for summary in [service["batcher_on"], service["naive"], *(service["latency"][p] for p in PHASES)]:
         assert summary["requests"] > 0
         assert summary["ok"] + summary["rejected_429"] + summary["failed"] == summary["requests"]
+
+
+def test_quick_run_batcher_off_scores_one_request_per_model_call(quick_run: tuple[dict[str, Any], str]) -> None:
+    service = quick_run[0]["service"]
+    assert service["batcher_off"]["batching"]["batches"] > 0
+    assert service["batcher_off"]["batching"]["texts_per_batch"] == 1.0  # one single-text request per call
+    assert service["batcher_on"]["batching"]["batches"] > 0
 
 
 def test_quick_run_reload_under_load_fails_no_request(quick_run: tuple[dict[str, Any], str]) -> None:
@@ -106,13 +129,17 @@ def test_flop_per_token_of_minilm_on_full_windows() -> None:
 
 def test_messages_of_cuts_exact_word_counts_and_wraps() -> None:
     messages = messages_of(7, ["one two three", "four five"], count=3)
-    assert messages == ["one two three four five one two", "three four five one two three four",
-                        "five one two three four five one"]
+    assert messages == [
+        "one two three four five one two",
+        "three four five one two three four",
+        "five one two three four five one",
+    ]
 
 
 def test_outcome_summary_counts_statuses_and_percentiles() -> None:
-    outcome = Outcome(started=0.0, finished=2.0, requests=[(0.0, 0.010, 200), (0.1, 0.030, 200), (0.2, 0.001, 429),
-                                                            (0.3, 0.5, 0)])
+    outcome = Outcome(
+        started=0.0, finished=2.0, requests=[(0.0, 0.010, 200), (0.1, 0.030, 200), (0.2, 0.001, 429), (0.3, 0.5, 0)]
+    )
     summary = outcome.summary()
     assert summary["ok"] == 2
     assert summary["rejected_429"] == 1

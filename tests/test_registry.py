@@ -68,3 +68,10 @@ def test_interrupted_install_leaves_no_version(shipped: Path, tmp_path: Path) ->
     assert [v.version for v in registry.versions()] == ["2026-01-01-lora-aaaaaa"]
     with pytest.raises(UnknownVersion):
         registry.path(".half.xyz")
+
+
+def test_installing_an_identical_version_again_is_a_no_op(shipped: Path, tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "models")
+    source = shipped / "2026-01-01-lora-aaaaaa"
+    first = registry.install(source, "2026-01-01-lora-aaaaaa")
+    assert registry.install(source, "2026-01-01-lora-aaaaaa") == first

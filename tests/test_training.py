@@ -168,6 +168,12 @@ def test_metrics_count_pairs_and_bands() -> None:
     assert figures["band_accuracy"] == pytest.approx(2 / 3)
     assert figures["interval_coverage"] == pytest.approx(2 / 3)
     assert figures["mae"] == pytest.approx(10.0)
+    assert figures["concordance"] == 1.0
+
+
+def test_concordance_counts_misordered_message_pairs() -> None:
+    figures = regression_metrics(np.array([10.0, 50.0, 40.0]), np.array([10.0, 40.0, 60.0]), ["a", "b", "c"], [], 5.0)
+    assert figures["concordance"] == pytest.approx(2 / 3)  # b and c are swapped; a is below both
 
 
 def test_conformal_interval_covers_at_least_its_level() -> None:

@@ -30,8 +30,21 @@ def regression_metrics(
         "mae": float(np.mean(np.abs(predicted - target))),
         "pairwise_accuracy": pairwise,
         "pairs": float(len(judged)),
+        "concordance": _concordance(predicted, target, min_gap=5.0),
         "band_accuracy": float(
             np.mean([band_of(float(np.clip(p, 0, 100))) == band_of(t) for p, t in zip(predicted, target, strict=True)])
         ),
         "interval_coverage": float(np.mean((target >= low) & (target <= high))),
     }
+
+
+def _concordance(predicted: np.ndarray, target: np.ndarray, min_gap: float) -> float:
+    """Of all message pairs whose labels differ by at least ``min_gap`` points, the share ordered correctly.
+
+    The judged pairs are few (a few dozen in a test split) and easy to get all right; this asks the same question of
+    every pair of messages, so it still separates scorers when both get every judged pair right.
+    """
+    label_gap = target[:, None] - target[None, :]  # (n, n)
+    predicted_gap = predicted[:, None] - predicted[None, :]
+    judged = label_gap >= min_gap
+    return float(np.mean(predicted_gap[judged] > 0)) if judged.any() else float("nan")

@@ -1,8 +1,8 @@
 """``python -m bench`` (``make bench``): measure, then write bench/results/latest.json and latest.md.
 
-    python -m bench                       # the full run on the shipped model (about 10-15 minutes on 2 cores)
-    python -m bench --quick               # a smoke run of a few seconds a phase: checks the machinery, not speed
-    python -m bench --version DIR --out DIR
+python -m bench                       # the full run on the shipped model (about 6-7 minutes on 2 cores)
+python -m bench --quick               # a smoke run of a few seconds a phase: checks the machinery, not speed
+python -m bench --version DIR --out DIR
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ def shipped_version() -> Path:
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: short phases, figures not meaningful")
     parser.add_argument("--version", type=Path, help="model version folder (default: the newest in model/shipped)")
     parser.add_argument("--corpus", type=Path, default=CORPUS, help="messages.jsonl whose test split makes the texts")
@@ -44,8 +45,9 @@ def main(argv: list[str]) -> int:
         raise SystemExit(f"--version: expected a model version folder with a manifest.json; found {version}")
     if not args.corpus.is_file():
         raise SystemExit(f"--corpus: expected a messages.jsonl file; found no file at {args.corpus}")
-    results = run(QUICK if args.quick else FULL, version.resolve(), args.corpus.resolve(),
-                  " ".join(["python -m bench", *argv]))
+    results = run(
+        QUICK if args.quick else FULL, version.resolve(), args.corpus.resolve(), " ".join(["python -m bench", *argv])
+    )
     json_path, md_path = write(results, args.out)
     print(md_path.read_text())
     print(f"wrote {json_path} and {md_path}", file=sys.stderr)

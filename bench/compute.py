@@ -32,8 +32,13 @@ def matmul_gflops(threads: int, size: int = 2048, runs: int = 8) -> dict[str, An
     finally:
         torch.set_num_threads(previous)
     flop = 2.0 * size**3
-    return {"size": size, "threads": threads, "runs": runs, "gflops": flop / min(seconds) / 1e9,
-            "median_gflops": flop / statistics.median(seconds) / 1e9}
+    return {
+        "size": size,
+        "threads": threads,
+        "runs": runs,
+        "gflops": flop / min(seconds) / 1e9,
+        "median_gflops": flop / statistics.median(seconds) / 1e9,
+    }
 
 
 def flop_per_token(config: Any, mean_window: float) -> float:
@@ -76,8 +81,12 @@ def throughput(scorer: Scorer, workload: Workload, seconds: float, group_tokens:
         scorer.predict(group)
         calls, scored = calls + 1, scored + len(group)
     elapsed = time.perf_counter() - started
-    return {"messages": scored, "seconds": elapsed, "messages_per_s": scored / elapsed,
-            "tokens_per_s": scored * workload.tokens_per_message / elapsed}
+    return {
+        "messages": scored,
+        "seconds": elapsed,
+        "messages_per_s": scored / elapsed,
+        "tokens_per_s": scored * workload.tokens_per_message / elapsed,
+    }
 
 
 def single_latency(scorer: Scorer, workload: Workload, repeats: int, seconds: float) -> dict[str, float]:
@@ -92,8 +101,9 @@ def single_latency(scorer: Scorer, workload: Workload, repeats: int, seconds: fl
     return {"p50_ms": 1000 * statistics.median(timings), "max_ms": 1000 * max(timings), "n": len(timings)}
 
 
-def measure_engine(scorer: Scorer, workloads: list[Workload], limit_gflops: float, seconds: float,
-                   repeats: int) -> dict[str, Any]:
+def measure_engine(
+    scorer: Scorer, workloads: list[Workload], limit_gflops: float, seconds: float, repeats: int
+) -> dict[str, Any]:
     """Throughput, efficiency and single-message latency of one loaded engine on each workload."""
     config = scorer.net.encoder.config
     rows: dict[str, Any] = {}

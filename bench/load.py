@@ -72,8 +72,9 @@ class Target:
         return {"text": self.texts[index % len(self.texts)]}
 
 
-async def _send(client: httpx.AsyncClient, target: Target, index: int, origin: float, outcome: Outcome,
-                keep_body: bool) -> None:
+async def _send(
+    client: httpx.AsyncClient, target: Target, index: int, origin: float, outcome: Outcome, keep_body: bool
+) -> None:
     """One request; latency measured from ``origin`` (time.perf_counter())."""
     try:
         response = await client.post(target.path, json=target.payload(index), headers=target.headers)
@@ -90,8 +91,9 @@ def _client(target: Target, connections: int) -> httpx.AsyncClient:
     return httpx.AsyncClient(base_url=target.url, limits=limits, timeout=REQUEST_TIMEOUT_S)
 
 
-async def closed_loop(target: Target, clients: int, seconds: float, keep_body: bool = False,
-                      until: Callable[[], bool] | None = None) -> Outcome:
+async def closed_loop(
+    target: Target, clients: int, seconds: float, keep_body: bool = False, until: Callable[[], bool] | None = None
+) -> Outcome:
     """``clients`` concurrent clients, each sending its next request when the last one is answered, for ``seconds``
     (or, with ``until``, until ``until()`` holds, but never longer than ``seconds``)."""
     outcome = Outcome(started=time.perf_counter())

@@ -39,8 +39,15 @@ class EffusivenessPipeline(Pipeline):
 
     def preprocess(self, input_: Any, **kwargs: Any) -> dict[str, Any]:
         tokenizer: Any = self.tokenizer
-        return dict(tokenizer(input_, truncation=True, max_length=self.max_length, return_tensors="pt",
-                              return_special_tokens_mask=True))
+        return dict(
+            tokenizer(
+                input_,
+                truncation=True,
+                max_length=self.max_length,
+                return_tensors="pt",
+                return_special_tokens_mask=True,
+            )
+        )
 
     def _forward(self, input_tensors: dict[str, Any], **kwargs: Any) -> Any:
         # Runs under the pipeline's no-grad context, so the pooling and the head live here too.

@@ -41,9 +41,23 @@ class Plan:
 
 
 FULL = Plan()
-QUICK = Plan(quick=True, model_s=0.2, single_repeats=3, messages=8,
-             service=ServicePlan(clients=32, warmup_s=0.3, throughput_s=1.0, alone_s=0.5, load_s=0.8, overload_s=0.8,
-                                 recovery_s=0.5, reload_tail_s=0.5, reload_limit_s=120.0))
+QUICK = Plan(
+    quick=True,
+    model_s=0.2,
+    single_repeats=3,
+    messages=8,
+    service=ServicePlan(
+        clients=32,
+        warmup_s=0.3,
+        throughput_s=1.0,
+        alone_s=0.5,
+        load_s=0.8,
+        overload_s=0.8,
+        recovery_s=0.5,
+        reload_tail_s=0.5,
+        reload_limit_s=120.0,
+    ),
+)
 
 
 def run(plan: Plan, version: Path, corpus: Path, command: str) -> dict[str, Any]:
@@ -58,10 +72,13 @@ def run(plan: Plan, version: Path, corpus: Path, command: str) -> dict[str, Any]
         results["matmul"] = matmul_gflops(plan.threads)
         results["model"] = model_only(plan, served, texts, results["matmul"]["gflops"])
         _pin_load_generator(plan.threads)
-        service = run_service(plan.service, served, messages_of(SERVICE_WORDS, texts, plan.messages), corpus.parent,
-                              work, plan.threads)
+        service = run_service(
+            plan.service, served, messages_of(SERVICE_WORDS, texts, plan.messages), corpus.parent, work, plan.threads
+        )
         service["engine_served"] = results["model"]["engines"][SCORE_ENGINE]["served"]
         results["service"] = service
+        # The limit again at the end: if it moved, something else used the CPUs during the run.
+        results["matmul"]["end_gflops"] = matmul_gflops(plan.threads)["gflops"]
         results["targets"] = targets(results)
         results["meta"]["seconds"] = time.monotonic() - clock
         return results
@@ -83,10 +100,14 @@ def model_only(plan: Plan, version: Path, texts: list[str], limit_gflops: float)
         served = scorer.engine.name
         if served != name:
             scorer.engine = OnnxEngine(onnx_files(version, scorer.net.encoder)[name], name, plan.threads)
-        workloads = workloads or [Workload.of(scorer, words, messages_of(words, texts, plan.messages))
-                                  for words in LENGTHS]
-        engines[name] = {"served": served, "report": scorer.engine_report,
-                         "lengths": measure_engine(scorer, workloads, limit_gflops, plan.model_s, plan.single_repeats)}
+        workloads = workloads or [
+            Workload.of(scorer, words, messages_of(words, texts, plan.messages)) for words in LENGTHS
+        ]
+        engines[name] = {
+            "served": served,
+            "report": scorer.engine_report,
+            "lengths": measure_engine(scorer, workloads, limit_gflops, plan.model_s, plan.single_repeats),
+        }
         del scorer
         gc.collect()
     return {"lengths_words": list(LENGTHS), "engines": engines}
@@ -104,19 +125,32 @@ def _meta(plan: Plan, version: Path, command: str, started: datetime) -> dict[st
 
     server_cpus, client_cpus = cpu_plan(plan.threads)
     return {
-        "command": command, "quick": plan.quick, "version": version.name, "started": started.isoformat(" ", "seconds"),
-        "seconds": None, "commit": _commit(), "cpu": _cpu_model(), "cpus": os.cpu_count(), "threads": plan.threads,
-        "server_cpus": server_cpus, "load_generator_cpus": client_cpus, "python": platform.python_version(),
-        "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+        "command": command,
+        "quick": plan.quick,
+        "version": version.name,
+        "started": started.isoformat(" ", "seconds"),
+        "seconds": None,
+        "commit": _commit(),
+        "cpu": _cpu_model(),
+        "cpus": os.cpu_count(),
+        "threads": plan.threads,
+        "server_cpus": server_cpus,
+        "load_generator_cpus": client_cpus,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "load_average_at_start": os.getloadavg()[0],  # above ~0.5 on an idle box: something else was running
     }
 
 
 def _commit() -> str:
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True,
-                               timeout=10).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return head + ("+uncommitted" if dirty else "")

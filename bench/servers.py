@@ -78,18 +78,36 @@ def launch(name: str, app: str, env: dict[str, str], threads: int, logs: Path) -
     """Start ``uvicorn --factory app`` on a free loopback port and wait until GET /readyz answers 200."""
     port = free_port()
     server_cpus, _ = cpu_plan(threads)
-    command = [sys.executable, "-m", "uvicorn", "--factory", app, "--host", HOST, "--port", str(port),
-               "--log-level", "warning", "--no-access-log"]
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--factory",
+        app,
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        "--no-access-log",
+    ]
     if len(server_cpus) < len(os.sched_getaffinity(0)):
         command = ["taskset", "-c", ",".join(map(str, server_cpus)), *command]
     logs.mkdir(parents=True, exist_ok=True)
     log = logs / f"{name}.log"
-    thread_env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false",
-                  "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    thread_env = {
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+        "TOKENIZERS_PARALLELISM": "false",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+    }
     with log.open("wb") as sink:
         started = time.monotonic()
-        process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **thread_env, **env}, stdout=sink,
-                                   stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            command, cwd=ROOT, env={**os.environ, **thread_env, **env}, stdout=sink, stderr=subprocess.STDOUT
+        )
     server = Server(name, process, port, log, started)
     try:
         server.ready_s = _wait_ready(server)
@@ -113,16 +131,19 @@ def _wait_ready(server: Server) -> float:
     with httpx.Client(timeout=5.0) as client:
         while time.monotonic() < deadline:
             if server.process.poll() is not None:
-                raise RuntimeError(f"server {server.name} exited with code {server.process.returncode} before it was "
-                                   f"ready; its log ends:\n{server.log_tail()}")
+                raise RuntimeError(
+                    f"server {server.name} exited with code {server.process.returncode} before it was "
+                    f"ready; its log ends:\n{server.log_tail()}"
+                )
             try:
                 if client.get(f"{server.url}/readyz").status_code == 200:
                     return time.monotonic() - server.started
             except httpx.TransportError:
                 pass  # not listening yet
             time.sleep(0.05)
-    raise TimeoutError(f"server {server.name} was not ready within {READY_TIMEOUT_S:.0f} s; its log ends:\n"
-                       f"{server.log_tail()}")
+    raise TimeoutError(
+        f"server {server.name} was not ready within {READY_TIMEOUT_S:.0f} s; its log ends:\n{server.log_tail()}"
+    )
 
 
 class RssSampler:
@@ -155,5 +176,8 @@ class RssSampler:
 
     def summary(self) -> dict[str, Any]:
         values = [rss for _, rss in self.samples]
-        return {"max_mb": max(values) / 2**20 if values else None,
-                "last_mb": values[-1] / 2**20 if values else None, "samples": len(values)}
+        return {
+            "max_mb": max(values) / 2**20 if values else None,
+            "last_mb": values[-1] / 2**20 if values else None,
+            "samples": len(values),
+        }

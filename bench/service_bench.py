@@ -37,23 +37,27 @@ class ServicePlan:
 
     clients: int = 32
     warmup_s: float = 3.0
-    throughput_s: float = 20.0
-    alone_s: float = 15.0
+    throughput_s: float = 30.0
+    alone_s: float = 20.0
     load_s: float = 20.0
     overload_s: float = 30.0  # long enough to fill the 256-text queue and see 429s
-    recovery_s: float = 10.0
+    recovery_s: float = 15.0
     reload_clients: int = 8
     reload_tail_s: float = 3.0  # load kept on after the activation answered
     reload_limit_s: float = 300.0
 
 
-def run_service(plan: ServicePlan, version: Path, messages: list[str], corpus: Path, work: Path,
-                threads: int) -> dict[str, Any]:
+def run_service(
+    plan: ServicePlan, version: Path, messages: list[str], corpus: Path, work: Path, threads: int
+) -> dict[str, Any]:
     """Every service measurement; ``version`` is the model version folder served by all three servers, ``corpus``
     the folder of the messages.jsonl whose test split the service checks its engine on."""
     second = second_version(version, work / "versions")
-    results: dict[str, Any] = {"messages_words": len(messages[0].split()), "engine_requested": SCORE_ENGINE,
-                               "threads": threads}
+    results: dict[str, Any] = {
+        "messages_words": len(messages[0].split()),
+        "engine_requested": SCORE_ENGINE,
+        "threads": threads,
+    }
     data_on = data_dir(work / "data-on", version, extra=[second])  # fresh: no ONNX cache, so the first start exports
     key = admin_key(data_on)
     on = _service(data_on, corpus, threads, work, "service-batcher-on")
@@ -74,8 +78,13 @@ def run_service(plan: ServicePlan, version: Path, messages: list[str], corpus: P
     finally:
         off.stop()
     results["rss"]["service_batcher_off"] = off.memory()
-    naive = launch("naive", NAIVE_APP, {"BENCH_NAIVE_VERSION": str(version), "BENCH_NAIVE_THREADS": str(threads)},
-                   threads, work / "logs")
+    naive = launch(
+        "naive",
+        NAIVE_APP,
+        {"BENCH_NAIVE_VERSION": str(version), "BENCH_NAIVE_THREADS": str(threads)},
+        threads,
+        work / "logs",
+    )
     try:
         results["cold_start"]["naive_s"] = naive.ready_s
         results["naive"] = _throughput(plan, naive, "/score", messages)
@@ -112,8 +121,26 @@ def data_dir(folder: Path, version: Path, extra: Sequence[Path] = (), cache_from
 
 def admin_key(data: Path) -> str:
     """An admin API key in ``data``'s database, made with the CLI as an operator would."""
-    done = subprocess.run([sys.executable, "-m", "diplotone", "keys", "create", "--scope", "admin", "--name", "bench",
-                           "--data-dir", str(data)], cwd=ROOT, capture_output=True, text=True, check=True, timeout=120)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "diplotone",
+            "keys",
+            "create",
+            "--scope",
+            "admin",
+            "--name",
+            "bench",
+            "--data-dir",
+            str(data),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
     return done.stdout.strip().splitlines()[0]
 
 
@@ -133,9 +160,12 @@ def _throughput(plan: ServicePlan, server: Server, path: str, messages: list[str
     cpu_before = _cpu_seconds(server.process.pid), _cpu_seconds(os.getpid())
     summary = asyncio.run(closed_loop(target, plan.clients, plan.throughput_s)).summary()
     cpu_after = _cpu_seconds(server.process.pid), _cpu_seconds(os.getpid())
-    result = {"clients": plan.clients, **summary,
-              "server_cpu_cores": (cpu_after[0] - cpu_before[0]) / summary["seconds"],
-              "load_generator_cpu_cores": (cpu_after[1] - cpu_before[1]) / summary["seconds"]}
+    result = {
+        "clients": plan.clients,
+        **summary,
+        "server_cpu_cores": (cpu_after[0] - cpu_before[0]) / summary["seconds"],
+        "load_generator_cpu_cores": (cpu_after[1] - cpu_before[1]) / summary["seconds"],
+    }
     if before is not None:
         result["batching"] = _batching(before, _batch_counters(server), summary["seconds"])
     return result
@@ -152,18 +182,28 @@ def _batch_counters(server: Server) -> dict[str, float]:
     import httpx
     from prometheus_client.parser import text_string_to_metric_families
 
-    wanted = {"diplotone_batch_size_texts_count": "batches", "diplotone_batch_size_texts_sum": "texts",
-              "diplotone_batch_duration_seconds_sum": "seconds"}
+    wanted = {
+        "diplotone_batch_size_texts_count": "batches",
+        "diplotone_batch_size_texts_sum": "texts",
+        "diplotone_batch_duration_seconds_sum": "seconds",
+    }
     text = httpx.get(f"{server.url}/metrics", timeout=30).text
-    return {wanted[sample.name]: sample.value for family in text_string_to_metric_families(text)
-            for sample in family.samples if sample.name in wanted}
+    return {
+        wanted[sample.name]: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name in wanted
+    }
 
 
 def _batching(before: dict[str, float], after: dict[str, float], elapsed: float) -> dict[str, float | None]:
     """Mean texts per model call, and the share of the phase the model worker spent in ``Scorer.score``."""
     batches, texts, seconds = (after[k] - before[k] for k in ("batches", "texts", "seconds"))
-    return {"batches": batches, "texts_per_batch": texts / batches if batches else None,
-            "model_busy_share": seconds / elapsed if elapsed > 0 else None}
+    return {
+        "batches": batches,
+        "texts_per_batch": texts / batches if batches else None,
+        "model_busy_share": seconds / elapsed if elapsed > 0 else None,
+    }
 
 
 def _latency(plan: ServicePlan, server: Server, messages: list[str], max_rate: float) -> dict[str, Any]:
@@ -172,9 +212,13 @@ def _latency(plan: ServicePlan, server: Server, messages: list[str], max_rate: f
     sampler = server.sampler
     calm_start = time.monotonic()
     alone = asyncio.run(closed_loop(target, 1, plan.alone_s)).summary()
-    loads = {f"load_{share}": {"rate": max_rate * share / 100,
-                               **asyncio.run(open_loop(target, max_rate * share / 100, plan.load_s)).summary()}
-             for share in (50, 80)}
+    loads = {
+        f"load_{share}": {
+            "rate": max_rate * share / 100,
+            **asyncio.run(open_loop(target, max_rate * share / 100, plan.load_s)).summary(),
+        }
+        for share in (50, 80)
+    }
     before_mb = _mb(sampler.max_between(calm_start, time.monotonic()))
     overload_start = time.monotonic()
     overload = asyncio.run(open_loop(target, 2 * max_rate, plan.overload_s)).summary()
@@ -184,10 +228,17 @@ def _latency(plan: ServicePlan, server: Server, messages: list[str], max_rate: f
         "max_rate": max_rate,
         "alone": alone,
         **loads,
-        "overload": {"rate": 2 * max_rate, **overload, "rss_before_mb": before_mb,
-                     "rss_max_during_mb": _mb(sampler.max_between(overload_start, overload_end))},
-        "recovery": {**recovery, "rss_after_mb": _mb(sampler.max_between(overload_end, time.monotonic())),
-                     "p50_vs_alone": _ratio(recovery["p50_ms"], alone["p50_ms"])},
+        "overload": {
+            "rate": 2 * max_rate,
+            **overload,
+            "rss_before_mb": before_mb,
+            "rss_max_during_mb": _mb(sampler.max_between(overload_start, overload_end)),
+        },
+        "recovery": {
+            **recovery,
+            "rss_after_mb": _mb(sampler.max_between(overload_end, time.monotonic())),
+            "p50_vs_alone": _ratio(recovery["p50_ms"], alone["p50_ms"]),
+        },
     }
 
 
@@ -196,8 +247,9 @@ def _reload(plan: ServicePlan, server: Server, messages: list[str], key: str, ve
     return asyncio.run(_reload_async(plan, server, messages, key, version))
 
 
-async def _reload_async(plan: ServicePlan, server: Server, messages: list[str], key: str,
-                        version: str) -> dict[str, Any]:
+async def _reload_async(
+    plan: ServicePlan, server: Server, messages: list[str], key: str, version: str
+) -> dict[str, Any]:
     import httpx
 
     answered: list[float] = []
@@ -220,10 +272,16 @@ async def _reload_async(plan: ServicePlan, server: Server, messages: list[str], 
 
     target = Target(server.url, "/v1/score", messages)
     load, _ = await asyncio.gather(
-        closed_loop(target, plan.reload_clients, plan.reload_limit_s, keep_body=True, until=over), activate())
+        closed_loop(target, plan.reload_clients, plan.reload_limit_s, keep_body=True, until=over), activate()
+    )
     served = Counter(body["model_version"] for body in load.bodies)
-    return {"clients": plan.reload_clients, "version": version, "activation": activation, **load.summary(),
-            "served_versions": dict(served)}
+    return {
+        "clients": plan.reload_clients,
+        "version": version,
+        "activation": activation,
+        **load.summary(),
+        "served_versions": dict(served),
+    }
 
 
 def _refusals(server: Server) -> list[str]:

@@ -46,9 +46,12 @@ class Registry:
         self.root = Path(root)
 
     def seed(self, shipped: Path = SHIPPED) -> None:
-        """On first start, install the shipped versions and activate the newest one."""
+        """On first start (an empty registry), install the shipped versions and activate the newest one.
+
+        A registry that already holds versions is left as it is: its owner chose what it serves.
+        """
         self.root.mkdir(parents=True, exist_ok=True)
-        if not shipped.is_dir():
+        if not shipped.is_dir() or self.versions():
             return
         for folder in sorted(p for p in shipped.iterdir() if p.is_dir()):
             if not (self.root / folder.name).exists():

@@ -387,7 +387,7 @@ async def run_training_jobs(app: FastAPI) -> AsyncIterator[None]:
 
     At start, runs left "running" by a crashed process are failed; at shutdown, a running trainer is ended.
     """
-    switch = ModelSwitch(app.state.registry, app.state.model_slot)
+    switch = ModelSwitch(app.state.registry, app.state.model_slot, app.state.load_scorer)  # the configured engine
     jobs = TrainingJobs(app.state.database, TrainingPlan.from_settings(app.state.settings), switch)
     orphans = await to_thread.run_sync(jobs.recover)
     if orphans:

@@ -53,6 +53,8 @@ def test_quick_run_writes_every_section(quick_run: tuple[dict[str, Any], str]) -
     results, _ = quick_run
     assert set(results) == {"meta", "matmul", "model", "service", "targets"}
     assert results["meta"]["quick"] is True
+    assert results["matmul"]["gflops"] > 0
+    assert results["matmul"]["end_gflops"] > 0
     assert list(results["model"]["engines"]) == ENGINES
     for engine in results["model"]["engines"].values():
         assert list(engine["lengths"]) == ["30", "200", "600"]

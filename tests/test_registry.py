@@ -75,3 +75,10 @@ def test_installing_an_identical_version_again_is_a_no_op(shipped: Path, tmp_pat
     source = shipped / "2026-01-01-lora-aaaaaa"
     first = registry.install(source, "2026-01-01-lora-aaaaaa")
     assert registry.install(source, "2026-01-01-lora-aaaaaa") == first
+
+
+def test_seed_leaves_a_registry_that_holds_versions(shipped: Path, tiny_version: Path, tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "models")
+    registry.install(tiny_version, "tiny-0001")
+    registry.seed(shipped)
+    assert [v.version for v in registry.versions()] == ["tiny-0001"]

@@ -188,3 +188,11 @@ def test_conformal_interval_covers_at_least_its_level() -> None:
 def test_train_args_refuse_bad_values() -> None:
     with pytest.raises(ValueError, match="mode must be 'lora' or 'full'; found 'half'"):
         TrainArgs(mode="half")
+
+
+def test_full_fine_tuning_writes_a_whole_encoder_that_loads(tiny_base: Path, tiny_corpus: Path, tmp_path: Path) -> None:
+    args = TrainArgs(base=str(tiny_base), mode="full", max_tokens=32, epochs=1, max_steps=2, threads=1)
+    result = train(args, load_corpus(tiny_corpus), Registry(tmp_path / "models"), log=lambda _: None)
+    assert (result.path / "encoder" / "model.safetensors").is_file()
+    assert not (result.path / "adapter").exists()
+    assert 0 <= Scorer.from_pretrained(result.path).predict(["Dear friend."])[0] <= 100

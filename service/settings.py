@@ -29,7 +29,9 @@ class Settings(BaseSettings):
     )
     model_threads: int = Field(2, ge=1, description="torch (or ONNX Runtime) threads of the model worker")
     engine: Literal["torch", "onnx-fp32", "onnx-int8"] = Field(
-        "torch", description="encoder engine; an ONNX engine must agree with torch on the test split or is refused"
+        "onnx-int8",
+        description="encoder engine; an ONNX engine must agree with torch on the test split or is refused, and the "
+        "service falls back to onnx-fp32, then torch",
     )
     # Access
     score_requires_key: bool = False

@@ -42,7 +42,8 @@ def data_dir(tmp_path: Path, tiny_version: Path) -> Path:
 @pytest.fixture
 def make_settings(data_dir: Path) -> Callable[..., Settings]:
     def make(**overrides: Any) -> Settings:
-        return Settings(data_dir=data_dir, model_threads=1, **overrides)
+        # The torch reference engine: the ONNX engines have their own tests (tests/test_engines.py).
+        return Settings(data_dir=data_dir, model_threads=1, **{"engine": "torch", **overrides})
 
     return make
 

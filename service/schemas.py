@@ -311,6 +311,14 @@ class Band(BaseModel):
 
 INFO_EXAMPLE: dict[str, Any] = {
     "model_version": "2026-11-30-lora-3f9a2c",
+    "engine": "onnx-int8",
+    "engine_report": {
+        "engine": "onnx-int8",
+        "requested": "onnx-int8",
+        "parity_texts": 102,
+        "onnx-fp32": {"max_abs_diff": 0.00001, "spearman": 1.0, "n": 102},
+        "onnx-int8": {"max_abs_diff": 1.4, "spearman": 0.9996, "n": 102},
+    },
     "test_metrics": {"spearman": 0.81, "mae": 8.9, "pairwise_accuracy": 0.88, "interval_coverage": 0.91},
     "interval_coverage": 0.9,
     "limits": {
@@ -337,6 +345,10 @@ class InfoResponse(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [INFO_EXAMPLE]})
 
     model_version: str
+    engine: str = Field(description="the encoder engine serving: torch, onnx-fp32 or onnx-int8")
+    engine_report: dict[str, Any] = Field(
+        description="how the engine was chosen: the one asked for, its parity with torch, any refusal and why"
+    )
     test_metrics: dict[str, float] = Field(description="the version's figures on the fixed test split")
     interval_coverage: float = Field(description="the coverage the intervals are calibrated for")
     limits: Limits

@@ -73,6 +73,8 @@ async def info(slot: SlotDep, registry: RegistryDep, settings: SettingsDep) -> I
     scorer = slot.current()
     return InfoResponse(
         model_version=scorer.version,
+        engine=scorer.engine.name,
+        engine_report=scorer.engine_report,
         test_metrics=_test_metrics(registry, scorer.version),
         interval_coverage=scorer.calibration.coverage,
         limits=Limits(

@@ -79,6 +79,8 @@ def test_info_returns_version_test_metrics_limits_and_bands(make_client: Callabl
     assert response.status_code == 200
     body = response.json()
     assert body["model_version"] == "tiny-0001"
+    assert body["engine"] == "torch"
+    assert body["engine_report"] == {"engine": "torch"}
     assert body["test_metrics"]["spearman"] == 0.5  # as tests/factories.py wrote it
     assert body["test_metrics"]["pairwise_accuracy"] == 0.6
     assert body["interval_coverage"] == 0.9
@@ -192,3 +194,13 @@ def test_startup_with_a_corrupt_model_fails_loudly(make_settings: Callable[..., 
 
     with pytest.raises(ArtifactCorrupt, match=r"calibration\.json: sha256 is"), TestClient(app):
         pass
+
+
+def test_info_names_the_onnx_engine_and_its_parity(make_client: Callable[..., TestClient]) -> None:
+    client = make_client(engine="onnx-fp32")
+
+    body = client.get("/v1/info").json()
+
+    assert body["engine"] == "onnx-fp32"
+    assert body["engine_report"]["requested"] == "onnx-fp32"
+    assert body["engine_report"]["onnx-fp32"]["max_abs_diff"] <= 0.1

@@ -99,7 +99,7 @@ def model_only(plan: Plan, version: Path, texts: list[str], limit_gflops: float)
         scorer = Scorer.from_pretrained(version, engine=name, threads=plan.threads, parity_texts=texts)
         served = scorer.engine.name
         if served != name:
-            scorer.engine = OnnxEngine(onnx_files(version, scorer.net.encoder)[name], name, plan.threads)
+            scorer.engine = OnnxEngine(onnx_files(version, scorer.net)[name], name, plan.threads)
         workloads = workloads or [
             Workload.of(scorer, words, messages_of(words, texts, plan.messages)) for words in LENGTHS
         ]

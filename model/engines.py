@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from model.artifacts import sha256_file
+from model.network import EffusivenessNet
 
 ENGINES = ("torch", "onnx-fp32", "onnx-int8")
 log = logging.getLogger("diplotone.engines")
@@ -33,13 +34,12 @@ class Engine(Protocol):
 class TorchEngine:
     name = "torch"
 
-    def __init__(self, encoder: torch.nn.Module) -> None:
-        self.encoder = encoder.eval()
+    def __init__(self, net: EffusivenessNet) -> None:
+        self.net = net.eval()
 
     def token_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
-            states: torch.Tensor = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-            return states
+            return self.net.token_states(input_ids, attention_mask)
 
 
 class OnnxEngine:
@@ -60,18 +60,17 @@ class OnnxEngine:
 
 
 class _EncoderStates(torch.nn.Module):
-    """The encoder as a function of two tensors, the form the ONNX exporter traces."""
+    """The network's encoder step as a function of two tensors, the form the ONNX exporter traces."""
 
-    def __init__(self, encoder: torch.nn.Module) -> None:
+    def __init__(self, net: EffusivenessNet) -> None:
         super().__init__()
-        self.encoder = encoder
+        self.net = net
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        states: torch.Tensor = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return states
+        return self.net.token_states(input_ids, attention_mask)
 
 
-def onnx_files(folder: Path, encoder: torch.nn.Module) -> dict[str, Path]:
+def onnx_files(folder: Path, net: EffusivenessNet) -> dict[str, Path]:
     """Export (once) the fp32 and int8 ONNX encoders of a version into ``folder/cache``; return their paths."""
     cache = folder / "cache"
     source = sha256_file(folder / "manifest.json")
@@ -81,15 +80,15 @@ def onnx_files(folder: Path, encoder: torch.nn.Module) -> dict[str, Path]:
     if fresh and all(p.is_file() for p in paths.values()):
         return paths
     cache.mkdir(exist_ok=True)
-    _export(encoder, paths["onnx-fp32"])
+    _export(net, paths["onnx-fp32"])
     _quantize(paths["onnx-fp32"], paths["onnx-int8"])
     stamp.write_text(json.dumps({"manifest_sha256": source}))
     return paths
 
 
-def _export(encoder: torch.nn.Module, path: Path) -> None:
+def _export(net: EffusivenessNet, path: Path) -> None:
     # A padded example, so that the traced graph keeps the attention-mask path.
-    config: Any = encoder.config
+    config: Any = net.encoder.config
     vocabulary = int(config.vocab_size)
     input_ids = torch.arange(1, 11).reshape(2, 5) % (vocabulary - 1) + 1
     attention_mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
@@ -102,7 +101,7 @@ def _export(encoder: torch.nn.Module, path: Path) -> None:
         # concern mask shortcuts that the padded example keeps on the general path.
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            _EncoderStates(encoder).eval(),
+            _EncoderStates(net).eval(),
             (input_ids, attention_mask),
             str(temporary),
             input_names=["input_ids", "attention_mask"],

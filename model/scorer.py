@@ -59,7 +59,7 @@ class Scorer:
         engine: Engine | None = None,
     ) -> None:
         self.net = net.eval()
-        self.engine: Engine = engine or TorchEngine(net.encoder)
+        self.engine: Engine = engine or TorchEngine(net)
         self.engine_report: dict[str, Any] = {"engine": self.engine.name}
         self.tokenizer = tokenizer
         self.config = config
@@ -95,7 +95,7 @@ class Scorer:
         return scorer
 
     def _use_onnx(self, folder: Path, wanted: str, threads: int | None, texts: list[str]) -> None:
-        paths = onnx_files(folder, self.net.encoder)
+        paths = onnx_files(folder, self.net)
         reference = self.predict(texts) if texts else None
         report: dict[str, Any] = {"requested": wanted, "parity_texts": len(texts)}
         fp32 = OnnxEngine(paths["onnx-fp32"], "onnx-fp32", threads)
@@ -268,9 +268,9 @@ class Scorer:
 
     def _accumulate(self, windows: list[Window], offsets: np.ndarray, pooled: _Pooled) -> None:
         batch = collate_windows(windows, *self._special)
-        states = self.engine.token_states(batch.input_ids, batch.attention_mask).double()  # (windows, tokens, hidden)
+        states = self.engine.token_states(batch.input_ids, batch.attention_mask)  # (windows, tokens, hidden)
         keep = batch.pool_mask > 0  # (windows, tokens)
-        token_states = states[keep]  # (content tokens, hidden)
+        token_states = states[keep].double()  # (content tokens, hidden); specials and padding never widened
         token_message = batch.window_message.unsqueeze(1).expand_as(keep)[keep]
         token_sentence = batch.token_sentences[keep] + torch.as_tensor(offsets, dtype=torch.long)[token_message]
         ones = torch.ones(len(token_states), dtype=torch.float64)

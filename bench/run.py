@@ -20,9 +20,10 @@ from bench.compute import Workload, matmul_gflops, measure_engine
 from bench.report import targets
 from bench.servers import ROOT, cpu_plan
 from bench.service_bench import SCORE_ENGINE, ServicePlan, run_service
-from bench.texts import corpus_test_texts, messages_of
+from bench.texts import corpus_texts, messages_of
 from model import Scorer
 from model.engines import ENGINES, OnnxEngine, onnx_files
+from service.app import CALIBRATION_TEXTS
 
 LENGTHS = (30, 200, 600)  # words per message
 SERVICE_WORDS = 200
@@ -64,13 +65,14 @@ def run(plan: Plan, version: Path, corpus: Path, command: str) -> dict[str, Any]
     """Everything, in one process tree, on ``version`` (a model version folder) and texts from the test split of
     ``corpus`` (a messages.jsonl). The version is copied first so that its ONNX cache lands in the copy."""
     started, clock = datetime.now(UTC), time.monotonic()
-    texts = corpus_test_texts(corpus)
+    texts = corpus_texts(corpus)
+    calibration = corpus_texts(corpus, "train")[:CALIBRATION_TEXTS]  # as the service calibrates int8
     work = Path(tempfile.mkdtemp(prefix="diplotone-bench-"))
     try:
         served = shutil.copytree(version, work / "versions" / version.name, ignore=shutil.ignore_patterns("cache"))
         results: dict[str, Any] = {"meta": _meta(plan, version, command, started)}
         results["matmul"] = matmul_gflops(plan.threads)
-        results["model"] = model_only(plan, served, texts, results["matmul"]["gflops"])
+        results["model"] = model_only(plan, served, texts, calibration, results["matmul"]["gflops"])
         _pin_load_generator(plan.threads)
         service = run_service(
             plan.service, served, messages_of(SERVICE_WORDS, texts, plan.messages), corpus.parent, work, plan.threads
@@ -86,7 +88,9 @@ def run(plan: Plan, version: Path, corpus: Path, command: str) -> dict[str, Any]
         shutil.rmtree(work, ignore_errors=True)
 
 
-def model_only(plan: Plan, version: Path, texts: list[str], limit_gflops: float) -> dict[str, Any]:
+def model_only(
+    plan: Plan, version: Path, texts: list[str], calibration: list[str], limit_gflops: float
+) -> dict[str, Any]:
     """Each engine on 30-, 200- and 600-word messages.
 
     Each is loaded as the service loads it, with the parity texts, so ``served`` says what the service would run; an
@@ -96,10 +100,13 @@ def model_only(plan: Plan, version: Path, texts: list[str], limit_gflops: float)
     engines: dict[str, Any] = {}
     workloads: list[Workload] = []
     for name in ENGINES:
-        scorer = Scorer.from_pretrained(version, engine=name, threads=plan.threads, parity_texts=texts)
+        scorer = Scorer.from_pretrained(
+            version, engine=name, threads=plan.threads, parity_texts=texts, calibration_texts=calibration
+        )
         served = scorer.engine.name
         if served != name:
-            scorer.engine = OnnxEngine(onnx_files(version, scorer.net)[name], name, plan.threads)
+            files = onnx_files(version, scorer.net, scorer.encoder_inputs(calibration))
+            scorer.engine = OnnxEngine(files[name], name, plan.threads)
         workloads = workloads or [
             Workload.of(scorer, words, messages_of(words, texts, plan.messages)) for words in LENGTHS
         ]

@@ -8,14 +8,14 @@ from pathlib import Path
 CORPUS = Path(__file__).resolve().parent.parent / "training" / "data" / "messages.jsonl"
 
 
-def corpus_test_texts(path: Path = CORPUS) -> list[str]:
-    """The texts of the test split of ``messages.jsonl``, in file order."""
+def corpus_texts(path: Path = CORPUS, split: str = "test") -> list[str]:
+    """The texts of one split of ``messages.jsonl``, in file order."""
     if not path.is_file():
         raise FileNotFoundError(f"expected the corpus at {path}; found no such file")
     records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    texts = [record["text"] for record in records if record.get("split") == "test"]
+    texts = [record["text"] for record in records if record.get("split") == split]
     if not texts:
-        raise ValueError(f"expected messages with split 'test' in {path}; found none among {len(records)}")
+        raise ValueError(f"expected messages with split {split!r} in {path}; found none among {len(records)}")
     return texts
 
 

@@ -17,7 +17,7 @@ from model.bands import band_of
 from model.calibration import Calibration
 from model.compare import explain_difference
 from model.encoding import EncodedMessage, Window, collate_windows, encode_messages
-from model.engines import ENGINES, Engine, OnnxEngine, TorchEngine, onnx_files, parity
+from model.engines import ENGINES, EncoderInputs, Engine, OnnxEngine, ParityCache, TorchEngine, onnx_files, parity
 from model.errors import check_text
 from model.markers import find_markers
 from model.network import EffusivenessNet, NetworkConfig, load_network
@@ -75,6 +75,7 @@ class Scorer:
         engine: str = "torch",
         threads: int | None = None,
         parity_texts: Sequence[str] | None = None,
+        calibration_texts: Sequence[str] | None = None,
     ) -> Scorer:
         """Load a version folder after checking every file against its manifest (``ArtifactCorrupt`` if not).
 
@@ -82,6 +83,8 @@ class Scorer:
         in the version's folder). With ``parity_texts`` an ONNX engine must agree with the reference on them —
         fp32 within 0.1 points everywhere; int8 with Spearman ≥ 0.995 against fp32 and no score more than 2 points
         off — or it is refused for the next engine down, with the reason logged and kept in ``engine_report``.
+        ``calibration_texts`` (other texts than the parity ones) set the int8 smoothing scales at export. A parity
+        verdict is cached beside the ONNX files, keyed by their stamp and the texts, so a restart skips the check.
         """
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {', '.join(ENGINES)}; found {engine!r}")
@@ -91,45 +94,57 @@ class Scorer:
         version = str(manifest.get("version") or folder.name)
         scorer = cls(net, tokenizer, config, Calibration.load(folder), version)
         if engine != "torch":
-            scorer._use_onnx(folder, engine, threads, list(parity_texts or []))
+            calibration = scorer.encoder_inputs(list(calibration_texts or []))
+            scorer._use_onnx(folder, engine, threads, list(parity_texts or []), calibration)
         return scorer
 
-    def _use_onnx(self, folder: Path, wanted: str, threads: int | None, texts: list[str]) -> None:
-        paths = onnx_files(folder, self.net)
-        reference = self.predict(texts) if texts else None
-        report: dict[str, Any] = {"requested": wanted, "parity_texts": len(texts)}
+    def encoder_inputs(self, texts: Sequence[str], batch_tokens: int = DEFAULT_BATCH_TOKENS) -> list[EncoderInputs]:
+        """The (input_ids, attention_mask) batches that scoring ``texts`` feeds the encoder."""
+        if not texts:
+            return []
+        windows = [w for m in encode_messages(self.tokenizer, texts, self.max_tokens) for w in m.windows]
+        batches = (collate_windows(b, *self._special) for b in _length_sorted_batches(windows, batch_tokens))
+        return [(batch.input_ids, batch.attention_mask) for batch in batches]
+
+    def _use_onnx(
+        self, folder: Path, wanted: str, threads: int | None, texts: list[str], calibration: list[EncoderInputs]
+    ) -> None:
+        paths = onnx_files(folder, self.net, calibration)
+        verdicts = ParityCache(folder / "cache", texts)
+        cached = verdicts.get(wanted) if texts else None
+        report = {**cached, "from_cache": True} if cached else self._check_parity(paths, wanted, threads, texts)
+        if texts and not cached:
+            verdicts.put(wanted, report)
+        if "refused" in report:
+            refused, reason = next(iter(report["refused"].items()))
+            log.warning("engine %s refused: %s; serving with %s", refused, reason, report["engine"])
+        if report["engine"] != "torch":
+            self.engine = OnnxEngine(paths[report["engine"]], report["engine"], threads)
+        self.engine_report = report
+
+    def _check_parity(
+        self, paths: dict[str, Path], wanted: str, threads: int | None, texts: list[str]
+    ) -> dict[str, Any]:
+        """Which engine may serve: ``wanted``, or the next one down (fp32, then torch), with the refusal's reason."""
+        report: dict[str, Any] = {"requested": wanted, "parity_texts": len(texts), "engine": wanted}
+        if not texts:
+            return report
         fp32 = OnnxEngine(paths["onnx-fp32"], "onnx-fp32", threads)
-        if reference is not None:
-            report["onnx-fp32"] = gap = parity(reference, self._predict_with(fp32, texts))
-            if gap["max_abs_diff"] > FP32_TOLERANCE:
-                reason = f"differs from torch by up to {gap['max_abs_diff']:.3f} points (> {FP32_TOLERANCE})"
-                self._refuse(report, "onnx-fp32", reason, fallback=None)
-                return
-        chosen: Engine = fp32
+        fp32_scores = self._predict_with(fp32, texts)
+        report["onnx-fp32"] = gap = parity(self.predict(texts), fp32_scores)
+        if gap["max_abs_diff"] > FP32_TOLERANCE:
+            reason = f"differs from torch by up to {gap['max_abs_diff']:.3f} points (> {FP32_TOLERANCE})"
+            return {**report, "engine": "torch", "refused": {"onnx-fp32": reason}}
         if wanted == "onnx-int8":
             int8 = OnnxEngine(paths["onnx-int8"], "onnx-int8", threads)
-            chosen = int8
-            if reference is not None:
-                check = parity(self._predict_with(fp32, texts), self._predict_with(int8, texts))
-                report["onnx-int8"] = check
-                if check["spearman"] < INT8_MIN_SPEARMAN or check["max_abs_diff"] > INT8_TOLERANCE:
-                    self._refuse(
-                        report,
-                        "onnx-int8",
-                        f"Spearman {check['spearman']:.4f} against fp32 (needs ≥ "
-                        f"{INT8_MIN_SPEARMAN}), largest gap {check['max_abs_diff']:.2f} points (allowed "
-                        f"{INT8_TOLERANCE})",
-                        fallback=fp32,
-                    )
-                    return
-        self.engine = chosen
-        self.engine_report = {**report, "engine": chosen.name}
-
-    def _refuse(self, report: dict[str, Any], name: str, reason: str, fallback: Engine | None) -> None:
-        log.warning("engine %s refused: %s; serving with %s", name, reason, fallback.name if fallback else "torch")
-        if fallback is not None:
-            self.engine = fallback
-        self.engine_report = {**report, "engine": self.engine.name, "refused": {name: reason}}
+            report["onnx-int8"] = check = parity(fp32_scores, self._predict_with(int8, texts))
+            if check["spearman"] < INT8_MIN_SPEARMAN or check["max_abs_diff"] > INT8_TOLERANCE:
+                reason = (
+                    f"Spearman {check['spearman']:.4f} against fp32 (needs ≥ {INT8_MIN_SPEARMAN}), "
+                    f"largest gap {check['max_abs_diff']:.2f} points (allowed {INT8_TOLERANCE})"
+                )
+                return {**report, "engine": "onnx-fp32", "refused": {"onnx-int8": reason}}
+        return report
 
     def _predict_with(self, engine: Engine, texts: Sequence[str]) -> np.ndarray:
         current, self.engine = self.engine, engine

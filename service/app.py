@@ -27,6 +27,7 @@ from model import Registry, Scorer, UnknownVersion
 from service.batching import Batcher
 from service.errors import install_error_handlers
 from service.jobs import BUNDLED_CORPUS, run_training_jobs
+from service.memory import cap_heap_arenas, release_freed_memory
 from service.metrics import Metrics, MetricsMiddleware
 from service.model_slot import ModelSlot
 from service.routes import ROUTERS
@@ -42,6 +43,7 @@ Resource = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 async def serve_model(app: FastAPI) -> AsyncIterator[None]:
     """Load the active model version, prove it can score, and run the batcher until shutdown."""
     settings: Settings = app.state.settings
+    cap_heap_arenas(HEAP_ARENAS)  # before loading: the threads that start from here on share them
     torch.set_num_threads(settings.model_threads)
     registry = Registry(settings.models_dir)
     slot = ModelSlot()
@@ -99,20 +101,43 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 def model_loader(settings: Settings) -> Callable[[Path], Scorer]:
     """``Scorer.from_pretrained`` with the configured engine and threads; an ONNX engine is checked for parity
-    against torch on the corpus test split (read as a file: the service never imports ``training``)."""
+    against torch on the corpus test split, and int8 calibrated on train-split texts (the corpus is read as a file:
+    the service never imports ``training``)."""
     if settings.engine == "torch":
-        return partial(Scorer.from_pretrained, engine="torch")
-    texts = _test_split_texts((settings.corpus_dir or BUNDLED_CORPUS) / "messages.jsonl")
-    if not texts:
-        log.warning("engine %s will serve without a parity check: no test-split texts found", settings.engine)
-    return partial(Scorer.from_pretrained, engine=settings.engine, threads=settings.model_threads, parity_texts=texts)
+        load = partial(Scorer.from_pretrained, engine="torch")
+    else:
+        texts = _split_texts((settings.corpus_dir or BUNDLED_CORPUS) / "messages.jsonl")
+        if not texts["test"]:
+            log.warning("engine %s will serve without a parity check: no test-split texts found", settings.engine)
+        load = partial(
+            Scorer.from_pretrained,
+            engine=settings.engine,
+            threads=settings.model_threads,
+            parity_texts=texts["test"],
+            calibration_texts=texts["train"][:CALIBRATION_TEXTS],
+        )
+
+    def load_and_tidy(folder: Path) -> Scorer:
+        scorer = load(folder)
+        release_freed_memory()  # what the export, the parity check and the previous version left behind
+        return scorer
+
+    return load_and_tidy
 
 
-def _test_split_texts(path: Path) -> list[str]:
+CALIBRATION_TEXTS = 64  # train-split messages whose activations set the int8 smoothing scales
+HEAP_ARENAS = 2  # one per model thread is enough; more only holds freed memory per thread (see service.memory)
+
+
+def _split_texts(path: Path) -> dict[str, list[str]]:
+    texts: dict[str, list[str]] = {"train": [], "test": []}
     if not path.is_file():
-        return []
-    records = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
-    return [record["text"] for record in records if record.get("split") == "test"]
+        return texts
+    for line in path.read_text().splitlines():
+        record = json.loads(line) if line.strip() else {}
+        if record.get("split") in texts:
+            texts[record["split"]].append(record["text"])
+    return texts
 
 
 def _load_active(registry: Registry, slot: ModelSlot, load: Callable[[Path], Scorer]) -> None:

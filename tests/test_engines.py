@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from model.engines import onnx_files
 from model.scorer import Scorer
 
 TEXTS = [
@@ -57,3 +58,68 @@ def test_onnx_export_is_cached_in_the_version_folder(version_copy: Path) -> None
 def test_unknown_engine_is_refused(version_copy: Path) -> None:
     with pytest.raises(ValueError, match="engine must be one of torch, onnx-fp32, onnx-int8; found 'tpu'"):
         Scorer.from_pretrained(version_copy, engine="tpu")
+
+
+def test_export_fuses_attention_and_leaves_the_torch_model_as_it_was(tiny_version: Path, tmp_path: Path) -> None:
+    import onnx
+
+    scorer = Scorer.from_pretrained(shutil.copytree(tiny_version, tmp_path / "v"))
+    before = scorer.net.encoder.config._attn_implementation
+    paths = onnx_files(tmp_path / "v", scorer.net, scorer.encoder_inputs(TEXTS))
+    fp32_ops = {node.op_type for node in onnx.load(str(paths["onnx-fp32"])).graph.node}
+    int8 = onnx.load(str(paths["onnx-int8"])).graph
+    weights = {initializer.name for initializer in int8.initializer}
+    assert "Attention" in fp32_ops and "SkipLayerNormalization" in fp32_ops
+    assert scorer.net.encoder.config._attn_implementation == before
+    # Every weight product is quantized: none multiplies by an fp32 weight matrix any more.
+    assert not [n.name for n in int8.node if n.op_type in ("MatMul", "Attention") and n.input[1] in weights]
+
+
+def test_smoothing_leaves_the_fp32_product_unchanged_and_caps_outlier_channels(
+    tiny_version: Path, tmp_path: Path
+) -> None:
+    import onnx
+    import onnxruntime
+
+    from model.engines import SMOOTH_RANK, _input_channel_maxima, _smooth, _weight_products
+
+    scorer = Scorer.from_pretrained(shutil.copytree(tiny_version, tmp_path / "v"))
+    batches = scorer.encoder_inputs(TEXTS)
+    original = onnx.load(str(onnx_files(tmp_path / "v", scorer.net)["onnx-fp32"]))
+    maxima = _input_channel_maxima(original, batches)
+    smoothed = onnx.ModelProto()
+    smoothed.CopyFrom(original)
+    _smooth(smoothed, maxima)
+    muls = [node for node in smoothed.graph.node if node.op_type == "Mul" and node.name.endswith("/smooth")]
+    assert muls, "the tiny model's inputs have channels above the ninth-largest, so some must be smoothed"
+
+    def states(model: onnx.ModelProto) -> np.ndarray:
+        session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        input_ids, attention_mask = batches[0]
+        feeds = {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()}
+        return np.asarray(session.run(None, feeds)[0])
+
+    assert np.allclose(states(smoothed), states(original), atol=1e-4)
+    after = _input_channel_maxima(smoothed, batches)
+    for node in _weight_products(smoothed):
+        if node.input[0].endswith("/smoothed_input"):
+            ceiling = np.sort(maxima[next(m.input[0] for m in muls if m.output[0] == node.input[0])])[::-1][SMOOTH_RANK]
+            assert after[node.input[0]].max() <= ceiling * (1 + 1e-4)
+
+
+def test_a_parity_verdict_is_reused_until_the_texts_change(tiny_version: Path, tmp_path: Path) -> None:
+    folder = shutil.copytree(tiny_version, tmp_path / "v")
+    first = Scorer.from_pretrained(folder, engine="onnx-fp32", parity_texts=TEXTS)
+    again = Scorer.from_pretrained(folder, engine="onnx-fp32", parity_texts=TEXTS)
+    other = Scorer.from_pretrained(folder, engine="onnx-fp32", parity_texts=TEXTS[:3])
+    assert "from_cache" not in first.engine_report
+    assert again.engine_report == {**first.engine_report, "from_cache": True}
+    assert "from_cache" not in other.engine_report and other.engine_report["parity_texts"] == 3
+
+
+def test_an_unreadable_parity_cache_is_checked_again(tiny_version: Path, tmp_path: Path) -> None:
+    folder = shutil.copytree(tiny_version, tmp_path / "v")
+    Scorer.from_pretrained(folder, engine="onnx-fp32", parity_texts=TEXTS)
+    (folder / "cache" / "parity.json").write_text("{not json")
+    again = Scorer.from_pretrained(folder, engine="onnx-fp32", parity_texts=TEXTS)
+    assert "from_cache" not in again.engine_report and again.engine.name == "onnx-fp32"

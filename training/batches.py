@@ -22,6 +22,11 @@ class Group:
     targets: list[float]  # score / 100
     pairs: list[tuple[int, int]]  # (warmer, cooler) positions inside the group
 
+    @property
+    def padded_length(self) -> int:
+        """Every window of a batch is padded to the batch's longest one, so the longest window is what a group costs."""
+        return max(len(w.token_ids) for m in self.messages for w in m.windows)
+
 
 class GroupDataset(Dataset[Group]):
     def __init__(
@@ -56,6 +61,10 @@ class GroupDataset(Dataset[Group]):
 
     def __getitem__(self, index: int) -> Group:
         return self.groups[index]
+
+    @property
+    def lengths(self) -> list[int]:
+        return [group.padded_length for group in self.groups]
 
 
 class GroupCollator:

@@ -12,7 +12,11 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 from torch.nn import functional
+from torch.utils.data import Dataset, Sampler
 from transformers import EvalPrediction, Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from transformers.trainer_pt_utils import LengthGroupedSampler
+
+from training.batches import GroupDataset
 
 
 class EffusivenessTrainer(Trainer):
@@ -43,6 +47,20 @@ class EffusivenessTrainer(Trainer):
             lead = scores[inputs["pair_warmer"]] - scores[inputs["pair_cooler"]]
             loss = loss + self.pair_weight * functional.relu(self.pair_margin - lead).mean()
         return (loss, {"loss": loss, "scores": scores}) if return_outputs else loss
+
+    def _get_train_sampler(self, train_dataset: Dataset | None = None) -> Sampler[int] | None:
+        """Batches of groups of similar length, drawn in a seeded random order.
+
+        A batch is padded to its longest window; random batches of 30- and 600-word messages spent a third of every
+        step on padding. Within chunks of 50 batches the groups are sorted by length, so some randomness remains.
+        """
+        dataset = self.train_dataset if train_dataset is None else train_dataset
+        if not isinstance(dataset, GroupDataset):
+            return super()._get_train_sampler(train_dataset)
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        return LengthGroupedSampler(
+            self.args.train_batch_size, lengths=dataset.lengths, generator=torch.Generator().manual_seed(seed)
+        )
 
 
 def validation_metrics(prediction: EvalPrediction) -> dict[str, float]:

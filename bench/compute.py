@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from model import Scorer
@@ -39,6 +40,35 @@ def matmul_gflops(threads: int, size: int = 2048, runs: int = 8) -> dict[str, An
         "gflops": flop / min(seconds) / 1e9,
         "median_gflops": flop / statistics.median(seconds) / 1e9,
     }
+
+
+def int8_matmul_gops(threads: int, size: int = 2048, runs: int = 8) -> dict[str, Any]:
+    """int8 GOP/s of ONNX Runtime's ``MatMulInteger`` (uint8 × int8 → int32, the kernel under the int8 engine's
+    products) on (size, size) matrices with ``threads`` threads, best of ``runs``: the machine's int8 limit."""
+    import onnxruntime
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weight = numpy_helper.from_array(rng.integers(-127, 128, (size, size), dtype=np.int8), "b")
+    graph = helper.make_graph(
+        [helper.make_node("MatMulInteger", ["a", "b"], ["c"])],
+        "int8-matmul",
+        [helper.make_tensor_value_info("a", TensorProto.UINT8, [size, size])],
+        [helper.make_tensor_value_info("c", TensorProto.INT32, [size, size])],
+        [weight],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = onnxruntime.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    feeds = {"a": rng.integers(0, 256, (size, size), dtype=np.uint8)}
+    session.run(None, feeds)  # warm-up
+    seconds = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        session.run(None, feeds)
+        seconds.append(time.perf_counter() - started)
+    return {"size": size, "threads": threads, "runs": runs, "gops": 2.0 * size**3 / min(seconds) / 1e9}
 
 
 def flop_per_token(config: Any, mean_window: float) -> float:

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from bench.compute import Workload, matmul_gflops, measure_engine
+from bench.compute import Workload, int8_matmul_gops, matmul_gflops, measure_engine
 from bench.report import targets
 from bench.servers import ROOT, cpu_plan
 from bench.service_bench import SCORE_ENGINE, ServicePlan, run_service
@@ -72,6 +72,7 @@ def run(plan: Plan, version: Path, corpus: Path, command: str) -> dict[str, Any]
         served = shutil.copytree(version, work / "versions" / version.name, ignore=shutil.ignore_patterns("cache"))
         results: dict[str, Any] = {"meta": _meta(plan, version, command, started)}
         results["matmul"] = matmul_gflops(plan.threads)
+        results["matmul"]["int8_gops"] = int8_matmul_gops(plan.threads)["gops"]
         results["model"] = model_only(plan, served, texts, calibration, results["matmul"]["gflops"])
         _pin_load_generator(plan.threads)
         service = run_service(

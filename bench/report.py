@@ -223,9 +223,17 @@ def _model(results: dict[str, Any]) -> str:
         f"- {name}: {json.dumps(engine['report'], sort_keys=True)}"
         for name, engine in results["model"]["engines"].items()
     ]
+    rounds = [
+        f"{name} {', '.join(_cell(rate) for rate in engine['lengths'][LENGTH].get('rounds_messages_per_s', []))}"
+        for name, engine in results["model"]["engines"].items()
+    ]
     return (
         "## Model only (Scorer.predict, no HTTP)\n\n"
         + _table(head, rows)
+        + f"\n\nEngines measured in turn, round after round; each row is the median round. {LENGTH}-word "
+        + "messages/s by round: "
+        + "; ".join(rounds)
+        + "."
         + "\n\nEngine reports (parity against torch on the test split):\n\n"
         + "\n".join(parity)
     )

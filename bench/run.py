@@ -35,7 +35,8 @@ class Plan:
 
     quick: bool = False
     threads: int = 2
-    model_s: float = 5.0  # per engine and length
+    model_s: float = 3.0  # per engine, length and round
+    model_rounds: int = 3  # engines measured in turn, round after round; each figure is the median round's
     single_repeats: int = 30
     messages: int = 64  # distinct messages per length
     service: ServicePlan = field(default_factory=ServicePlan)
@@ -45,6 +46,7 @@ FULL = Plan()
 QUICK = Plan(
     quick=True,
     model_s=0.2,
+    model_rounds=1,
     single_repeats=3,
     messages=8,
     service=ServicePlan(
@@ -96,29 +98,47 @@ def model_only(
 
     Each is loaded as the service loads it, with the parity texts, so ``served`` says what the service would run; an
     engine the parity check refuses is still timed (put back in by hand), so its speed is known beside the refusal.
+    Engines are measured in turn, ``plan.model_rounds`` times over: a machine that slows down for a while (a shared
+    VM does) then slows every engine's figures alike instead of one engine's, and each figure is that of the
+    median round (all rounds' messages/s are kept beside it).
     """
     torch.set_num_threads(plan.threads)
-    engines: dict[str, Any] = {}
-    workloads: list[Workload] = []
+    scorers: dict[str, Scorer] = {}
+    served: dict[str, str] = {}
     for name in ENGINES:
         scorer = Scorer.from_pretrained(
             version, engine=name, threads=plan.threads, parity_texts=texts, calibration_texts=calibration
         )
-        served = scorer.engine.name
-        if served != name:
+        served[name] = scorer.engine.name
+        if scorer.engine.name != name:
             files = onnx_files(version, scorer.net, scorer.encoder_inputs(calibration))
             scorer.engine = OnnxEngine(files[name], name, plan.threads)
-        workloads = workloads or [
-            Workload.of(scorer, words, messages_of(words, texts, plan.messages)) for words in LENGTHS
-        ]
-        engines[name] = {
-            "served": served,
-            "report": scorer.engine_report,
-            "lengths": measure_engine(scorer, workloads, limit_gflops, plan.model_s, plan.single_repeats),
+        scorers[name] = scorer
+    workloads = [Workload.of(scorers["torch"], words, messages_of(words, texts, plan.messages)) for words in LENGTHS]
+    rounds = [
+        {
+            name: measure_engine(scorer, workloads, limit_gflops, plan.model_s, plan.single_repeats)
+            for name, scorer in scorers.items()
         }
-        del scorer
-        gc.collect()
+        for _ in range(plan.model_rounds)
+    ]
+    engines = {
+        name: {
+            "served": served[name],
+            "report": scorer.engine_report,
+            "lengths": {length: _median_round([r[name][length] for r in rounds]) for length in rounds[0][name]},
+        }
+        for name, scorer in scorers.items()
+    }
+    del scorers
+    gc.collect()
     return {"lengths_words": list(LENGTHS), "engines": engines}
+
+
+def _median_round(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The round whose messages/s is the median (the lower middle for an even count), with every round's rate."""
+    ranked = sorted(rows, key=lambda row: row["messages_per_s"])
+    return {**ranked[(len(ranked) - 1) // 2], "rounds_messages_per_s": [row["messages_per_s"] for row in rows]}
 
 
 def _pin_load_generator(threads: int) -> None:

@@ -82,6 +82,11 @@ RECIPE = 3  # bump when the export changes, so that files cached by an older rec
 EncoderInputs = tuple[torch.Tensor, torch.Tensor]  # (input_ids, attention_mask) of one batch of windows
 
 
+def onnx_paths(folder: Path) -> dict[str, Path]:
+    """Where a version's ONNX encoders live (whether or not they have been exported yet)."""
+    return {name: folder / "cache" / f"encoder-{name.removeprefix('onnx-')}.onnx" for name in ENGINES[1:]}
+
+
 def onnx_files(folder: Path, net: EffusivenessNet, calibration: Sequence[EncoderInputs] = ()) -> dict[str, Path]:
     """Export (once) the fp32 and int8 ONNX encoders of a version into ``folder/cache``; return their paths.
 
@@ -90,7 +95,7 @@ def onnx_files(folder: Path, net: EffusivenessNet, calibration: Sequence[Encoder
     """
     cache = folder / "cache"
     stamp = cache / "onnx.json"
-    paths = {"onnx-fp32": cache / "encoder-fp32.onnx", "onnx-int8": cache / "encoder-int8.onnx"}
+    paths = onnx_paths(folder)
     source = {
         "recipe": RECIPE,
         "manifest_sha256": sha256_file(folder / "manifest.json"),

@@ -24,6 +24,23 @@ log = logging.getLogger("diplotone.engines")
 PREPARE_TIMEOUT_S = 900  # an export takes ~15 s for MiniLM on 2 cores; this only catches a hung child
 
 
+def is_prepared(folder: Path, engine: str, parity_texts: Sequence[str]) -> bool:
+    """Whether ``folder`` already holds this recipe's ONNX files and a parity verdict for ``engine`` on these texts
+    (a restart): then there is nothing for a child to do. Calibration texts are not compared; if only they changed,
+    the load re-exports in-process."""
+    from model.artifacts import sha256_file
+    from model.engines import RECIPE, ParityCache, onnx_paths
+
+    stamp = folder / "cache" / "onnx.json"
+    try:
+        source = json.loads(stamp.read_text())
+    except (OSError, ValueError):
+        return False
+    current = source.get("recipe") == RECIPE and source.get("manifest_sha256") == sha256_file(folder / "manifest.json")
+    files = all(path.is_file() for path in onnx_paths(folder).values())
+    return current and files and ParityCache(folder / "cache", parity_texts).get(engine) is not None
+
+
 def prepare_in_child(
     folder: Path,
     engine: str,

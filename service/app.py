@@ -25,7 +25,7 @@ from anyio import to_thread
 from fastapi import FastAPI
 
 from model import Registry, Scorer, UnknownVersion
-from model.prepare_engine import prepare_in_child
+from model.prepare_engine import is_prepared, prepare_in_child
 from service.batching import Batcher
 from service.errors import install_error_handlers
 from service.jobs import BUNDLED_CORPUS, run_training_jobs
@@ -122,7 +122,7 @@ def model_loader(settings: Settings) -> Callable[[Path], Scorer]:
         prepare = partial(prepare_in_child, **onnx, niceness=MODEL_NICENESS)
 
     def load_and_tidy(folder: Path) -> Scorer:
-        if prepare is not None:
+        if prepare is not None and not is_prepared(folder, settings.engine, onnx["parity_texts"]):
             prepare(folder)  # export and parity in a child, whose memory goes back to the system when it exits
         before = thread_ids()
         scorer = load(folder)  # finds the ONNX files and the parity verdict cached

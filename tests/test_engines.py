@@ -145,3 +145,16 @@ def test_a_failed_preparation_says_so_and_leaves_the_load_to_the_caller(
 
     assert prepare_in_child(tmp_path / "no-such-version", "onnx-int8", 1, TEXTS, []) is False
     assert "preparing onnx-int8" in caplog.text and "failed (exit 1)" in caplog.text
+
+
+def test_a_prepared_version_is_recognised_and_a_changed_one_is_not(tiny_version: Path, tmp_path: Path) -> None:
+    from model.prepare_engine import is_prepared
+
+    folder = shutil.copytree(tiny_version, tmp_path / "v")
+    assert not is_prepared(folder, "onnx-fp32", TEXTS)
+    Scorer.from_pretrained(folder, engine="onnx-fp32", parity_texts=TEXTS)
+    assert is_prepared(folder, "onnx-fp32", TEXTS)
+    assert not is_prepared(folder, "onnx-int8", TEXTS)  # no verdict for int8 yet
+    assert not is_prepared(folder, "onnx-fp32", TEXTS[:2])  # other parity texts
+    (folder / "cache" / "encoder-int8.onnx").unlink()
+    assert not is_prepared(folder, "onnx-fp32", TEXTS)

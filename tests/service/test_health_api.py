@@ -204,3 +204,5 @@ def test_info_names_the_onnx_engine_and_its_parity(make_client: Callable[..., Te
     assert body["engine"] == "onnx-fp32"
     assert body["engine_report"]["requested"] == "onnx-fp32"
     assert body["engine_report"]["onnx-fp32"]["max_abs_diff"] <= 0.1
+    # Exported and checked by a child process (model.prepare_engine); the server only read the verdict.
+    assert body["engine_report"]["from_cache"] is True

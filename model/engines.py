@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -106,7 +107,8 @@ def onnx_files(folder: Path, net: EffusivenessNet, calibration: Sequence[Encoder
     cache.mkdir(exist_ok=True)
     _export(net, paths["onnx-fp32"])
     _quantize(paths["onnx-fp32"], paths["onnx-int8"], calibration)
-    stamp.write_text(json.dumps(source))
+    _private(stamp, "tmp").write_text(json.dumps(source))
+    _private(stamp, "tmp").replace(stamp)
     return paths
 
 
@@ -122,7 +124,7 @@ def _export(net: EffusivenessNet, path: Path) -> None:
     attention_mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
     axes = {"0": "windows", "1": "tokens"}
     dynamic = {name: {int(k): v for k, v in axes.items()} for name in ("input_ids", "attention_mask", "states")}
-    traced = path.with_suffix(".traced")
+    traced = _private(path, "traced")
     # The fusion recognises the eager attention pattern; the SDPA one exports as a masked softmax with a
     # NaN-guarding Where over every (window, head, token, token) score, which alone took a fifth of int8 time.
     encoder: Any = net.encoder
@@ -156,7 +158,7 @@ def _export(net: EffusivenessNet, path: Path) -> None:
         optimization_options=fusions,
         opt_level=0,  # the graph fusions only; the session applies its own optimizations when it loads
     )
-    temporary = path.with_suffix(".tmp")
+    temporary = _private(path, "tmp")
     fused.save_model_to_file(str(temporary))
     traced.unlink()
     temporary.replace(path)
@@ -178,9 +180,9 @@ def _quantize(source: Path, target: Path, calibration: Sequence[EncoderInputs]) 
     model = onnx.load(str(source))
     if calibration:
         _smooth(model, _input_channel_maxima(model, calibration))
-    smoothed = target.with_suffix(".smoothed")
+    smoothed = _private(target, "smoothed")
     onnx.save(model, str(smoothed))
-    temporary = target.with_suffix(".tmp")
+    temporary = _private(target, "tmp")
     quantize_dynamic(
         str(smoothed),
         str(temporary),
@@ -270,7 +272,7 @@ class ParityCache:
     def put(self, engine: str, verdict: dict[str, Any]) -> None:
         stored = self._read()
         verdicts = stored.get("verdicts", {}) if stored.get("key") == self.key else {}
-        temporary = self.path.with_suffix(".tmp")
+        temporary = _private(self.path, "tmp")
         temporary.write_text(json.dumps({"key": self.key, "verdicts": {**verdicts, engine: verdict}}, indent=1))
         temporary.replace(self.path)
 
@@ -280,6 +282,12 @@ class ParityCache:
         except (OSError, ValueError):
             return {}  # absent or unreadable: the check runs again and rewrites it
         return stored if isinstance(stored, dict) else {}
+
+
+def _private(path: Path, kind: str) -> Path:
+    """A scratch name beside ``path`` that no other process uses: the workers of ``serve --workers N`` may export
+    the same version at once, and each then renames its own finished file into place."""
+    return path.with_name(f"{path.name}.{os.getpid()}.{kind}")
 
 
 def _inputs_sha256(batches: Sequence[EncoderInputs]) -> str:

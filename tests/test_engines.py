@@ -158,3 +158,24 @@ def test_a_prepared_version_is_recognised_and_a_changed_one_is_not(tiny_version:
     assert not is_prepared(folder, "onnx-fp32", TEXTS[:2])  # other parity texts
     (folder / "cache" / "encoder-int8.onnx").unlink()
     assert not is_prepared(folder, "onnx-fp32", TEXTS)
+
+
+def test_two_processes_preparing_one_version_at_once_both_succeed(tiny_version: Path, tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from model.prepare_engine import prepare_in_child
+
+    folder = shutil.copytree(tiny_version, tmp_path / "v")  # as two workers of `serve --workers 2` on a first start
+    with ThreadPoolExecutor(2) as pool:
+        done = list(pool.map(lambda _: prepare_in_child(folder, "onnx-int8", 1, TEXTS, TEXTS[:2]), range(2)))
+    assert done == [True, True]
+    assert sorted(p.name for p in (folder / "cache").iterdir()) == [
+        "encoder-fp32.onnx",
+        "encoder-int8.onnx",
+        "onnx.json",
+        "parity.json",
+    ]  # no scratch file left behind
+    scorer = Scorer.from_pretrained(
+        folder, engine="onnx-int8", threads=1, parity_texts=TEXTS, calibration_texts=TEXTS[:2]
+    )
+    assert scorer.engine_report["from_cache"] is True

@@ -94,22 +94,38 @@ def onnx_files(folder: Path, net: EffusivenessNet, calibration: Sequence[Encoder
     ``calibration`` batches (texts the model will meet, not the parity texts) set the int8 smoothing scales; without
     them int8 is quantized unsmoothed, and the parity check decides whether it may serve.
     """
-    cache = folder / "cache"
-    stamp = cache / "onnx.json"
     paths = onnx_paths(folder)
+    calibration_sha256 = _inputs_sha256(calibration)
+    if exported(folder, calibration_sha256):
+        return paths
+    stamp = folder / "cache" / "onnx.json"
+    stamp.parent.mkdir(exist_ok=True)
+    _export(net, paths["onnx-fp32"])
+    _quantize(paths["onnx-fp32"], paths["onnx-int8"], calibration)
     source = {
         "recipe": RECIPE,
         "manifest_sha256": sha256_file(folder / "manifest.json"),
-        "calibration_sha256": _inputs_sha256(calibration),
+        "calibration_sha256": calibration_sha256,
     }
-    if stamp.is_file() and json.loads(stamp.read_text()) == source and all(p.is_file() for p in paths.values()):
-        return paths
-    cache.mkdir(exist_ok=True)
-    _export(net, paths["onnx-fp32"])
-    _quantize(paths["onnx-fp32"], paths["onnx-int8"], calibration)
     _private(stamp, "tmp").write_text(json.dumps(source))
     _private(stamp, "tmp").replace(stamp)
     return paths
+
+
+def exported(folder: Path, calibration_sha256: str | None = None) -> bool:
+    """Whether ``folder/cache`` holds both encoders exported by this recipe from this manifest (and, when given,
+    calibrated on these inputs)."""
+    try:
+        source = json.loads((folder / "cache" / "onnx.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return (
+        isinstance(source, dict)
+        and source.get("recipe") == RECIPE
+        and source.get("manifest_sha256") == sha256_file(folder / "manifest.json")
+        and calibration_sha256 in (None, source.get("calibration_sha256"))
+        and all(path.is_file() for path in onnx_paths(folder).values())
+    )
 
 
 def _export(net: EffusivenessNet, path: Path) -> None:

@@ -28,17 +28,9 @@ def is_prepared(folder: Path, engine: str, parity_texts: Sequence[str]) -> bool:
     """Whether ``folder`` already holds this recipe's ONNX files and a parity verdict for ``engine`` on these texts
     (a restart): then there is nothing for a child to do. Calibration texts are not compared; if only they changed,
     the load re-exports in-process."""
-    from model.artifacts import sha256_file
-    from model.engines import RECIPE, ParityCache, onnx_paths
+    from model.engines import ParityCache, exported
 
-    stamp = folder / "cache" / "onnx.json"
-    try:
-        source = json.loads(stamp.read_text())
-    except (OSError, ValueError):
-        return False
-    current = source.get("recipe") == RECIPE and source.get("manifest_sha256") == sha256_file(folder / "manifest.json")
-    files = all(path.is_file() for path in onnx_paths(folder).values())
-    return current and files and ParityCache(folder / "cache", parity_texts).get(engine) is not None
+    return exported(folder) and ParityCache(folder / "cache", parity_texts).get(engine) is not None
 
 
 def prepare_in_child(
@@ -49,8 +41,10 @@ def prepare_in_child(
     calibration_texts: Sequence[str],
     niceness: int = 0,
 ) -> bool:
-    """Run the preparation in a child process at ``niceness``; False (with the child's last lines logged) if it did
-    not succeed, in which case the caller's own load does the work in-process."""
+    """Run the preparation in a child process at ``niceness``, unless ``is_prepared`` already; False (with the
+    child's last lines logged) if it did not succeed, in which case the caller's own load does the work in-process."""
+    if is_prepared(folder, engine, parity_texts):
+        return True
     request = {
         "niceness": niceness,
         "folder": str(folder),

@@ -25,7 +25,7 @@ from anyio import to_thread
 from fastapi import FastAPI
 
 from model import Registry, Scorer, UnknownVersion
-from model.prepare_engine import is_prepared, prepare_in_child
+from model.prepare_engine import prepare_in_child
 from service.batching import Batcher
 from service.errors import install_error_handlers
 from service.jobs import BUNDLED_CORPUS, run_training_jobs
@@ -122,8 +122,8 @@ def model_loader(settings: Settings) -> Callable[[Path], Scorer]:
         prepare = partial(prepare_in_child, **onnx, niceness=MODEL_NICENESS)
 
     def load_and_tidy(folder: Path) -> Scorer:
-        if prepare is not None and not is_prepared(folder, settings.engine, onnx["parity_texts"]):
-            prepare(folder)  # export and parity in a child, whose memory goes back to the system when it exits
+        if prepare is not None:
+            prepare(folder)  # export and parity in a child (unless cached): its memory goes back to the system
         before = thread_ids()
         scorer = load(folder)  # finds the ONNX files and the parity verdict cached
         lower_priority(thread_ids() - before)  # the engine's thread pool: model work yields to the event loop
@@ -134,7 +134,7 @@ def model_loader(settings: Settings) -> Callable[[Path], Scorer]:
 
 
 CALIBRATION_TEXTS = 64  # train-split messages whose activations set the int8 smoothing scales
-HEAP_ARENAS = 2  # one per model thread is enough; more only holds freed memory per thread (see service.memory)
+HEAP_ARENAS = 2  # one per model thread is enough; more only holds freed memory per thread (see service.process)
 
 
 def _split_texts(path: Path) -> dict[str, list[str]]:

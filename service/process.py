@@ -20,7 +20,7 @@ import logging
 import os
 from collections.abc import Iterable
 
-log = logging.getLogger("diplotone.memory")
+log = logging.getLogger("diplotone.process")
 M_ARENA_MAX = -8  # mallopt parameter number, from glibc's malloc.h
 MODEL_NICENESS = 10  # model threads yield the CPU to the event loop (0); see the module's docstring
 

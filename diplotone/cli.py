@@ -132,6 +132,7 @@ def evaluate(
     from training import baselines as baseline_models
     from training.corpus import DATA_DIR, load_corpus
     from training.evaluation import breakdown, evaluate_scorer
+    from training.metrics import SUBTLE_GAP
 
     corpus = load_corpus(data or DATA_DIR)
     scorer = _scorer(model, data_dir)
@@ -139,14 +140,24 @@ def evaluate(
     if baselines:
         for name, predict in baseline_models.baselines(corpus).items():
             rows[name] = evaluate_scorer(corpus, predict)
-    columns = ("spearman", "pearson", "mae", "pairwise_accuracy", "concordance", "band_accuracy", "interval_coverage")
+    columns = {
+        "spearman": "spearman",
+        "pearson": "pearson",
+        "mae": "mae",
+        "pairwise_accuracy": "pairwise",
+        "subtle_pairwise_accuracy": "subtle pairs",
+        "concordance": "concordance",
+        "band_accuracy": "band acc.",
+        "interval_coverage": "coverage",
+    }
+    test = next(iter(rows.values()))["test"]
     typer.echo(
-        f"test split: {int(next(iter(rows.values()))['test']['n'])} messages, "
-        f"{int(next(iter(rows.values()))['test']['pairs'])} pairs"
+        f"test split: {int(test['n'])} messages, {int(test['pairs'])} judged pairs "
+        f"({int(test['subtle_pairs'])} subtle: labels under {SUBTLE_GAP:.0f} points apart)"
     )
-    typer.echo(f"{'scorer':<42}" + "".join(f"{c:>18}" for c in columns))
+    typer.echo(f"{'scorer':<40}" + "".join(f"{title:>13}" for title in columns.values()))
     for name, figures in rows.items():
-        typer.echo(f"{name:<42}" + "".join(f"{figures['test'][c]:>18.3f}" for c in columns))
+        typer.echo(f"{name:<40}" + "".join(f"{figures['test'][c]:>13.3f}" for c in columns))
     forms = breakdown(corpus, scorer.predict, "form")
     typer.echo("\ndiplotone on the test split by form (real messages arrive as reports, notes and excerpts too):")
     for form, figures in forms.items():

@@ -78,3 +78,18 @@ def test_models_activate_unknown_version_fails_clearly(tiny_version: Path, tmp_p
 def _plain(output: str) -> str:
     """The output without the frame and line breaks that rich draws around an error."""
     return " ".join(output.replace("│", " ").split())
+
+
+def test_evaluate_prints_the_test_figures_with_subtle_pairs(tiny_version: Path, tmp_path: Path) -> None:
+    from tests.factories import write_tiny_corpus
+
+    corpus = write_tiny_corpus(tmp_path / "corpus")
+    figures = tmp_path / "figures.json"
+    result = runner.invoke(
+        app,
+        ["evaluate", "--data", str(corpus), "--model", str(tiny_version), "--no-baselines", "--json", str(figures)],
+    )
+    assert result.exit_code == 0, result.output
+    test = json.loads(figures.read_text())["scorers"]["diplotone tiny-0001"]["test"]
+    assert f"test split: {int(test['n'])} messages, {int(test['pairs'])} judged pairs" in result.output
+    assert "subtle pairs" in result.output and f"{test['subtle_pairwise_accuracy']:.3f}" in result.output

@@ -72,8 +72,12 @@ def test_export_fuses_attention_and_gelu_and_keeps_the_torch_model(tiny_version:
     assert "Attention" in fp32_ops and "BiasGelu" in fp32_ops
     assert "SkipLayerNormalization" not in fp32_ops  # slower here than Add + LayerNormalization (SLOW_FUSIONS)
     assert scorer.net.encoder.config._attn_implementation == before
-    # Every weight product is quantized: none multiplies by an fp32 weight matrix any more.
-    assert not [n.name for n in int8.node if n.op_type in ("MatMul", "Attention") and n.input[1] in weights]
+    # Every weight product is quantized except the attention output projections, which stay fp32 (_kept_fp32).
+    producers = {output: node.op_type for node in int8.node for output in node.output}
+    fp32_products = [n for n in int8.node if n.op_type in ("MatMul", "Attention") and n.input[1] in weights]
+    layers = scorer.net.encoder.config.num_hidden_layers
+    assert [producers[n.input[0]] for n in fp32_products] == ["QAttention"] * layers  # int8 attention feeds them
+    assert sum(n.op_type == "MatMulInteger" for n in int8.node) == 2 * layers  # the feed-forward pair
 
 
 def test_smoothing_leaves_the_fp32_product_unchanged_and_caps_outlier_channels(

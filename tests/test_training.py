@@ -18,7 +18,7 @@ from training.args import TrainArgs
 from training.corpus import load_corpus, load_snapshot
 from training.gate import gate
 from training.metrics import regression_metrics
-from training.pipeline import train
+from training.pipeline import _test_figures, train
 
 
 @pytest.fixture(scope="module")
@@ -169,6 +169,47 @@ def test_metrics_count_pairs_and_bands() -> None:
     assert figures["interval_coverage"] == pytest.approx(2 / 3)
     assert figures["mae"] == pytest.approx(10.0)
     assert figures["concordance"] == 1.0
+
+
+def test_metrics_count_subtle_pairs_apart() -> None:
+    # a > b by 5 points (subtle, ordered right), c > a by 60 (wide, ordered wrong)
+    figures = regression_metrics(
+        np.array([50.0, 40.0, 45.0]),
+        np.array([50.0, 45.0, 95.0]),
+        ["a", "b", "c"],
+        [{"warmer": "a", "cooler": "b"}, {"warmer": "c", "cooler": "a"}],
+        halfwidth=5.0,
+    )
+    assert (figures["pairs"], figures["subtle_pairs"]) == (2, 1)
+    assert (figures["pairwise_accuracy"], figures["subtle_pairwise_accuracy"]) == (0.5, 1.0)
+
+
+def test_training_records_the_test_split_fingerprint(trained: tuple, tiny_corpus: Path) -> None:
+    result, registry = trained
+    metrics = json.loads((result.path / "metrics.json").read_text())
+    assert metrics["test_sha256"] == load_corpus(tiny_corpus).split_sha256("test")
+    # the gate takes a version's own figures when they were measured on the same test split
+    assert _test_figures(registry, result.version, load_corpus(tiny_corpus), print) == metrics["test"]
+
+
+def test_gate_evaluates_the_active_version_again_when_the_test_split_changed(
+    trained: tuple, tiny_corpus: Path, tmp_path: Path
+) -> None:
+    result, registry = trained
+    records = [json.loads(line) for line in (tiny_corpus / "messages.jsonl").read_text().splitlines()]
+    changed = [r | {"score": 100 - r["score"]} if r["split"] == "test" else r for r in records]
+    (tmp_path / "messages.jsonl").write_text("".join(json.dumps(r) + "\n" for r in changed))
+    (tmp_path / "pairs.jsonl").write_text("")
+    corpus = load_corpus(tmp_path)
+    assert corpus.split_sha256("test") != load_corpus(tiny_corpus).split_sha256("test")
+    said: list[str] = []
+
+    figures = _test_figures(registry, result.version, corpus, said.append)
+
+    stored = json.loads((result.path / "metrics.json").read_text())["test"]
+    assert said == [f"{result.version} was evaluated on another test split; evaluating it on the current one"]
+    assert figures["pairs"] == 0 and stored["pairs"] > 0
+    assert figures["spearman"] == pytest.approx(-stored["spearman"], abs=1e-6)  # the labels were mirrored
 
 
 def test_concordance_counts_misordered_message_pairs() -> None:

@@ -41,6 +41,13 @@ class Corpus:
     def pairs_within(self, ids: set[str]) -> list[dict[str, str]]:
         return [p for p in self.pairs if p["warmer"] in ids and p["cooler"] in ids]
 
+    def split_sha256(self, name: str) -> str:
+        """A fingerprint of one split's messages, scores and pairs: two evaluations compare only if theirs agree."""
+        records = sorted(self.split(name).to_list(), key=lambda r: r["id"])
+        content = [[r["id"], r["text"], r["score"]] for r in records]
+        pairs = sorted([p["warmer"], p["cooler"]] for p in self.pairs_within({r["id"] for r in records}))
+        return hashlib.sha256(json.dumps([content, pairs]).encode()).hexdigest()
+
 
 def load_corpus(data_dir: Path = DATA_DIR) -> Corpus:
     """Read ``messages.jsonl`` and ``pairs.jsonl`` from ``data_dir``."""

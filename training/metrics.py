@@ -9,6 +9,10 @@ from scipy.stats import pearsonr, spearmanr
 
 from model.bands import band_of
 
+# Judged pairs whose labels lie under this many points apart are "subtle": a sentence dropped, a phrase toned down.
+# They are the year-over-year changes analysts look for, and the ones a crude scorer gets wrong.
+SUBTLE_GAP = 10.0
+
 
 def regression_metrics(
     predicted: np.ndarray,
@@ -21,21 +25,28 @@ def regression_metrics(
     predicted, target = np.asarray(predicted, dtype=float), np.asarray(target, dtype=float)
     position = {message_id: i for i, message_id in enumerate(ids)}
     judged = [(position[p["warmer"]], position[p["cooler"]]) for p in pairs]
-    pairwise = float(np.mean([predicted[w] > predicted[c] for w, c in judged])) if judged else float("nan")
+    subtle = [(w, c) for w, c in judged if target[w] - target[c] < SUBTLE_GAP]
     low, high = np.clip(predicted - halfwidth, 0, 100), np.clip(predicted + halfwidth, 0, 100)
     return {
         "n": float(len(target)),
         "spearman": float(spearmanr(predicted, target).statistic),
         "pearson": float(pearsonr(predicted, target).statistic),
         "mae": float(np.mean(np.abs(predicted - target))),
-        "pairwise_accuracy": pairwise,
+        "pairwise_accuracy": _ordered(predicted, judged),
         "pairs": float(len(judged)),
+        "subtle_pairwise_accuracy": _ordered(predicted, subtle),
+        "subtle_pairs": float(len(subtle)),
         "concordance": _concordance(predicted, target, min_gap=5.0),
         "band_accuracy": float(
             np.mean([band_of(float(np.clip(p, 0, 100))) == band_of(t) for p, t in zip(predicted, target, strict=True)])
         ),
         "interval_coverage": float(np.mean((target >= low) & (target <= high))),
     }
+
+
+def _ordered(predicted: np.ndarray, judged: Sequence[tuple[int, int]]) -> float:
+    """The share of (warmer, cooler) index pairs that ``predicted`` puts in that order."""
+    return float(np.mean([predicted[w] > predicted[c] for w, c in judged])) if judged else float("nan")
 
 
 def _concordance(predicted: np.ndarray, target: np.ndarray, min_gap: float) -> float:

@@ -32,6 +32,7 @@ from training.batches import GroupCollator, GroupDataset
 from training.corpus import Corpus
 from training.evaluation import evaluate_predictions, evaluate_scorer, split_arrays
 from training.gate import gate
+from training.metrics import regression_metrics
 from training.trainer import EffusivenessTrainer, ProgressFile, validation_metrics
 
 
@@ -97,6 +98,7 @@ def train(
         calibration.save(staging)
         metrics: dict[str, Any] = dict(evaluate_predictions(corpus, predictions, calibration))
         metrics["data_sha256"] = corpus.sha256
+        metrics["test_sha256"] = corpus.split_sha256("test")
         if with_baselines:
             log("evaluating the baselines")
             metrics["baselines"] = {
@@ -232,7 +234,7 @@ def retrain(
     """Train a candidate and, if ``promote`` and it passes the gate against the active version, activate it."""
     active = registry.active_version()
     result = train(args, corpus, registry, progress_file, log)
-    active_test = json.loads((registry.path(active) / "metrics.json").read_text())["test"] if active else None
+    active_test = _test_figures(registry, active, corpus, log) if active else None
     decision = gate(result.metrics["test"], active_test)
     promoted = promote and decision.promote
     if promoted:
@@ -244,6 +246,24 @@ def retrain(
         "reasons": decision.reasons,
         "metrics": result.metrics,
     }
+
+
+def _test_figures(registry: Registry, version: str, corpus: Corpus, log: Callable[[str], None]) -> dict[str, Any]:
+    """The test figures of ``version`` on this corpus's test split, for the gate to compare like with like.
+
+    A version's ``metrics.json`` holds figures on the test split it was trained against. When the corpus's test split
+    has changed since (``test_sha256`` differs), the version is evaluated again. Versions written before the
+    fingerprint was recorded are taken at their word.
+    """
+    metrics = json.loads((registry.path(version) / "metrics.json").read_text())
+    recorded = metrics.get("test_sha256")
+    if recorded is None or recorded == corpus.split_sha256("test"):
+        return dict(metrics["test"])
+    log(f"{version} was evaluated on another test split; evaluating it on the current one")
+    scorer = Scorer.from_pretrained(registry.path(version))
+    ids, texts, target = split_arrays(corpus, "test")
+    pairs = corpus.pairs_within(set(ids))
+    return regression_metrics(scorer.predict(texts), target, ids, pairs, scorer.calibration.halfwidth)
 
 
 def ship(result: TrainResult, shipped: Path) -> Path:

@@ -125,6 +125,9 @@ def evaluate(
     data: Annotated[Path | None, typer.Option(help="folder with messages.jsonl and pairs.jsonl")] = None,
     baselines: Annotated[bool, typer.Option(help="also run the baselines")] = True,
     as_json: Annotated[Path | None, typer.Option("--json", help="also write the figures to this file")] = None,
+    test_ids: Annotated[
+        str, typer.Option(help="only the test messages whose id starts with this (h8- is the held-out subtle pass)")
+    ] = "",
     model: ModelOption = None,
     data_dir: DataDir = Path("var"),
 ) -> None:
@@ -134,7 +137,9 @@ def evaluate(
     from training.evaluation import breakdown, evaluate_scorer
     from training.metrics import SUBTLE_GAP
 
-    corpus = load_corpus(data or DATA_DIR)
+    corpus = load_corpus(data or DATA_DIR).with_test_ids(test_ids)
+    if not len(corpus.split("test")):
+        raise typer.BadParameter(f"no test message has an id starting with {test_ids!r}", param_hint="--test-ids")
     scorer = _scorer(model, data_dir)
     rows = {f"diplotone {scorer.version}": evaluate_scorer(corpus, scorer.predict)}
     if baselines:

@@ -93,3 +93,18 @@ def test_evaluate_prints_the_test_figures_with_subtle_pairs(tiny_version: Path, 
     test = json.loads(figures.read_text())["scorers"]["diplotone tiny-0001"]["test"]
     assert f"test split: {int(test['n'])} messages, {int(test['pairs'])} judged pairs" in result.output
     assert "subtle pairs" in result.output and f"{test['subtle_pairwise_accuracy']:.3f}" in result.output
+
+
+def test_evaluate_on_one_part_of_the_test_split(tiny_version: Path, tmp_path: Path) -> None:
+    from tests.factories import write_tiny_corpus
+    from training.corpus import load_corpus
+
+    corpus = write_tiny_corpus(tmp_path / "corpus")
+    test_ids = list(load_corpus(corpus).split("test")["id"])
+    prefix = test_ids[0][:3]
+    args = ["evaluate", "--data", str(corpus), "--model", str(tiny_version), "--no-baselines"]
+    result = runner.invoke(app, [*args, "--test-ids", prefix])
+    assert result.exit_code == 0, result.output
+    assert f"test split: {sum(i.startswith(prefix) for i in test_ids)} messages" in result.output
+    refused = runner.invoke(app, [*args, "--test-ids", "nope-"])
+    assert refused.exit_code == 2 and "no test message has an id starting with 'nope-'" in _plain(refused.output)

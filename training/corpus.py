@@ -41,6 +41,12 @@ class Corpus:
     def pairs_within(self, ids: set[str]) -> list[dict[str, str]]:
         return [p for p in self.pairs if p["warmer"] in ids and p["cooler"] in ids]
 
+    def with_test_ids(self, prefix: str) -> Corpus:
+        """The same corpus with only the test messages whose id starts with ``prefix`` (one part of the test split)."""
+        rows = zip(self.messages["split"], self.messages["id"], strict=True)
+        keep = [i for i, (split, message_id) in enumerate(rows) if split != "test" or message_id.startswith(prefix)]
+        return Corpus(self.messages.select(keep), self.pairs, self.sha256)
+
     def split_sha256(self, name: str) -> str:
         """A fingerprint of one split's messages, scores and pairs: two evaluations compare only if theirs agree."""
         records = sorted(self.split(name).to_list(), key=lambda r: r["id"])

@@ -178,3 +178,11 @@ def test_second_ratings_reference_messages(messages: list[dict]) -> None:
 def test_data_card_and_guide_exist() -> None:
     for name in ("README.md", "GUIDE.md"):
         assert (Path(DATA_DIR) / name).stat().st_size > 2000
+
+
+def test_blind_pair_checks_cover_every_held_out_pair(messages: list[dict], pairs: list[dict]) -> None:
+    by_id = {m["id"]: m for m in messages}
+    held_out = {(p["warmer"], p["cooler"]) for p in pairs if _held_out(by_id[p["warmer"]])}
+    checks = _read("pair_checks.jsonl")
+    assert {(c["warmer"], c["cooler"]) for c in checks} == held_out
+    assert all(c["rater_agrees"] == (c["rater_chose"] == c["warmer_shown_as"]) for c in checks)

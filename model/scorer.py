@@ -250,7 +250,8 @@ class Scorer:
             pooled = sums / counts.clamp(min=1.0).unsqueeze(-1)
             weight = self.net.head.weight.double()
             logits = pooled @ weight.T + self.net.head.bias.double()
-            return (torch.sigmoid(logits.squeeze(-1)) * 100.0).clamp(0.0, 100.0)
+            slope, intercept = self.engine.logit_fit
+            return (torch.sigmoid(logits.squeeze(-1) * slope + intercept) * 100.0).clamp(0.0, 100.0)
 
     def _pool(
         self,

@@ -72,12 +72,8 @@ def test_export_fuses_attention_and_gelu_and_keeps_the_torch_model(tiny_version:
     assert "Attention" in fp32_ops and "BiasGelu" in fp32_ops
     assert "SkipLayerNormalization" not in fp32_ops  # slower here than Add + LayerNormalization (SLOW_FUSIONS)
     assert scorer.net.encoder.config._attn_implementation == before
-    # Every weight product is quantized except the attention output projections, which stay fp32 (_kept_fp32).
-    producers = {output: node.op_type for node in int8.node for output in node.output}
-    fp32_products = [n for n in int8.node if n.op_type in ("MatMul", "Attention") and n.input[1] in weights]
-    layers = scorer.net.encoder.config.num_hidden_layers
-    assert [producers[n.input[0]] for n in fp32_products] == ["QAttention"] * layers  # int8 attention feeds them
-    assert sum(n.op_type == "MatMulInteger" for n in int8.node) == 2 * layers  # the feed-forward pair
+    # Every weight product is quantized: none multiplies by an fp32 weight matrix any more.
+    assert not [n.name for n in int8.node if n.op_type in ("MatMul", "Attention") and n.input[1] in weights]
 
 
 def test_smoothing_leaves_the_fp32_product_unchanged_and_caps_outlier_channels(
@@ -183,3 +179,40 @@ def test_two_processes_preparing_one_version_at_once_both_succeed(tiny_version: 
         folder, engine="onnx-int8", threads=1, parity_texts=TEXTS, calibration_texts=TEXTS[:2]
     )
     assert scorer.engine_report["from_cache"] is True
+
+
+def test_int8_logit_fit_is_recorded_at_export_and_loaded_with_the_int8_engine(
+    tiny_version: Path, tmp_path: Path
+) -> None:
+    import json
+
+    from model.engines import IDENTITY, OnnxEngine
+
+    scorer = Scorer.from_pretrained(shutil.copytree(tiny_version, tmp_path / "v"))
+    paths = onnx_files(tmp_path / "v", scorer.net, scorer.encoder_inputs(TEXTS))
+    slope, intercept = json.loads((tmp_path / "v" / "cache" / "onnx.json").read_text())["int8_logit_fit"]
+    assert OnnxEngine(paths["onnx-int8"], "onnx-int8").logit_fit == (slope, intercept)
+    assert OnnxEngine(paths["onnx-fp32"], "onnx-fp32").logit_fit == IDENTITY
+    assert 0.5 < slope < 2.0  # a correction of int8 noise, not a new scale
+
+
+def test_logit_fit_is_the_identity_when_int8_equals_fp32(tiny_version: Path, tmp_path: Path) -> None:
+    from model.engines import _fit_int8_logits
+
+    scorer = Scorer.from_pretrained(shutil.copytree(tiny_version, tmp_path / "v"))
+    paths = onnx_files(tmp_path / "v", scorer.net)
+    same = {"onnx-fp32": paths["onnx-fp32"], "onnx-int8": paths["onnx-fp32"]}
+    slope, intercept = _fit_int8_logits(same, scorer.net, scorer.encoder_inputs(TEXTS))
+    assert slope == pytest.approx(1.0, abs=1e-9) and intercept == pytest.approx(0.0, abs=1e-9)
+    assert _fit_int8_logits(paths, scorer.net, []) == (1.0, 0.0)  # nothing to fit on
+
+
+def test_scorer_applies_the_engines_logit_fit_before_the_sigmoid(tiny_scorer: Scorer) -> None:
+    plain = tiny_scorer.predict(TEXTS)
+    try:
+        tiny_scorer.engine.logit_fit = (2.0, 0.5)  # type: ignore[misc]
+        fitted = tiny_scorer.predict(TEXTS)
+    finally:
+        tiny_scorer.engine.logit_fit = (1.0, 0.0)  # type: ignore[misc]
+    logits = np.log(plain / (100 - plain))
+    assert np.allclose(fitted, 100 / (1 + np.exp(-(2.0 * logits + 0.5))), atol=1e-6)

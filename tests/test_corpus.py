@@ -186,3 +186,11 @@ def test_blind_pair_checks_cover_every_held_out_pair(messages: list[dict], pairs
     checks = _read("pair_checks.jsonl")
     assert {(c["warmer"], c["cooler"]) for c in checks} == held_out
     assert all(c["rater_agrees"] == (c["rater_chose"] == c["warmer_shown_as"]) for c in checks)
+
+
+def test_training_series_go_to_train_or_validation_by_the_group_hash(messages: list[dict]) -> None:
+    from training.corpus import _split_for
+
+    series = [m for m in messages if m["id"].startswith("h9-")]
+    assert len(series) >= 80
+    assert all(m["split"] == _split_for(m["group"]) for m in series)  # never test: h8 is the held-out pass

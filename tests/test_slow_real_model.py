@@ -82,9 +82,8 @@ def test_shipped_model_beats_the_baselines_it_was_shipped_with(shipped_version: 
     metrics = json.loads((shipped_version / "metrics.json").read_text())
     for name, figures in metrics["baselines"].items():
         assert metrics["test"]["spearman"] > figures["test"]["spearman"], name
-        # The 35 judged test pairs sit at the ceiling for the model and for frozen MiniLM + ridge alike (35/35), so
-        # on them the model can only match the best baseline; it must never fall below one.
-        assert metrics["test"]["pairwise_accuracy"] >= figures["test"]["pairwise_accuracy"], name
+        # The held-out subtle series (h8) in the test split are what separates the scorers on the judged pairs.
+        assert metrics["test"]["pairwise_accuracy"] > figures["test"]["pairwise_accuracy"], name
 
 
 def test_shipped_onnx_fp32_matches_torch(shipped_version: Path, scorer: Scorer, tmp_path: Path) -> None:

@@ -32,7 +32,6 @@ from training.batches import GroupCollator, GroupDataset
 from training.corpus import Corpus
 from training.evaluation import evaluate_predictions, evaluate_scorer, split_arrays
 from training.gate import gate
-from training.metrics import regression_metrics
 from training.trainer import EffusivenessTrainer, ProgressFile, validation_metrics
 
 
@@ -261,9 +260,8 @@ def _test_figures(registry: Registry, version: str, corpus: Corpus, log: Callabl
         return dict(metrics["test"])
     log(f"{version} was evaluated on another test split; evaluating it on the current one")
     scorer = Scorer.from_pretrained(registry.path(version))
-    ids, texts, target = split_arrays(corpus, "test")
-    pairs = corpus.pairs_within(set(ids))
-    return regression_metrics(scorer.predict(texts), target, ids, pairs, scorer.calibration.halfwidth)
+    predictions = {"test": scorer.predict(split_arrays(corpus, "test")[1])}
+    return evaluate_predictions(corpus, predictions, scorer.calibration)["test"]
 
 
 def ship(result: TrainResult, shipped: Path) -> Path:

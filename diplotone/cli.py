@@ -126,51 +126,59 @@ def evaluate(
     baselines: Annotated[bool, typer.Option(help="also run the baselines")] = True,
     as_json: Annotated[Path | None, typer.Option("--json", help="also write the figures to this file")] = None,
     test_ids: Annotated[
-        str, typer.Option(help="only the test messages whose id starts with this (h8- is the held-out subtle pass)")
+        str, typer.Option(help="only the test messages whose id starts with this (h8-, h10-: the held-out passes)")
     ] = "",
+    by: Annotated[str, typer.Option(help="also give every figure within each value of this column")] = "kind",
     model: ModelOption = None,
     data_dir: DataDir = Path("var"),
 ) -> None:
     """Evaluate a version on the test split, beside the baselines, with the same figures for each."""
     from training import baselines as baseline_models
     from training.corpus import DATA_DIR, load_corpus
-    from training.evaluation import breakdown, evaluate_scorer
+    from training.evaluation import evaluate_scorer, scores_only
     from training.metrics import SUBTLE_GAP
 
     corpus = load_corpus(data or DATA_DIR).with_test_ids(test_ids)
     if not len(corpus.split("test")):
         raise typer.BadParameter(f"no test message has an id starting with {test_ids!r}", param_hint="--test-ids")
     scorer = _scorer(model, data_dir)
-    rows = {f"diplotone {scorer.version}": evaluate_scorer(corpus, scorer.predict)}
+    rows = {f"diplotone {scorer.version}": evaluate_scorer(corpus, scorer.predict_with_distance, by=by)}
     if baselines:
         for name, predict in baseline_models.baselines(corpus).items():
-            rows[name] = evaluate_scorer(corpus, predict)
-    columns = {
-        "spearman": "spearman",
-        "pearson": "pearson",
-        "mae": "mae",
-        "pairwise_accuracy": "pairwise",
-        "subtle_pairwise_accuracy": "subtle pairs",
-        "concordance": "concordance",
-        "band_accuracy": "band acc.",
-        "interval_coverage": "coverage",
-    }
+            rows[name] = evaluate_scorer(corpus, scores_only(predict), by=by)
     test = next(iter(rows.values()))["test"]
     typer.echo(
         f"test split: {int(test['n'])} messages, {int(test['pairs'])} judged pairs "
         f"({int(test['subtle_pairs'])} subtle: labels under {SUBTLE_GAP:.0f} points apart)"
     )
-    typer.echo(f"{'scorer':<40}" + "".join(f"{title:>13}" for title in columns.values()))
-    for name, figures in rows.items():
-        typer.echo(f"{name:<40}" + "".join(f"{figures['test'][c]:>13.3f}" for c in columns))
-    forms = breakdown(corpus, scorer.predict, "form")
-    typer.echo("\ndiplotone on the test split by form (real messages arrive as reports, notes and excerpts too):")
-    for form, figures in forms.items():
-        typer.echo(
-            f"  {form:<16} n {int(figures['n']):>3}  spearman {figures['spearman']:.3f}  mae {figures['mae']:.1f}"
-        )
+    _figures_table({name: figures["test"] for name, figures in rows.items()}, "scorer")
+    values = sorted({value for figures in rows.values() for value in figures[f"test_by_{by}"]})
+    for value in values:
+        typer.echo(f"\ntest messages of {by} {value!r}:")
+        _figures_table({n: f[f"test_by_{by}"][value] for n, f in rows.items() if value in f[f"test_by_{by}"]}, "scorer")
     if as_json is not None:
-        as_json.write_text(json.dumps({"scorers": rows, "model_by_form": forms}, indent=2) + "\n")
+        as_json.write_text(json.dumps({"scorers": rows}, indent=2) + "\n")
+
+
+_COLUMNS = {
+    "n": "n",
+    "spearman": "spearman",
+    "mae": "mae",
+    "mean_error": "bias",
+    "pairwise_accuracy": "pairwise",
+    "pairs": "pairs",
+    "subtle_pairwise_accuracy": "subtle",
+    "band_accuracy": "band acc.",
+    "interval_coverage": "coverage",
+    "interval_width": "width",
+}
+
+
+def _figures_table(rows: dict[str, dict[str, float]], title: str) -> None:
+    typer.echo(f"{title:<40}" + "".join(f"{name:>10}" for name in _COLUMNS.values()))
+    for name, figures in rows.items():
+        cells = "".join(f"{figures.get(key, float('nan')):>10.3f}" for key in _COLUMNS)
+        typer.echo(f"{name[:39]:<40}" + cells)
 
 
 @models_app.command("list")

@@ -1,6 +1,6 @@
 """diplotone's model: load a version, score, explain and compare diplomatic messages.
 
-Knows nothing of FastAPI, SQLAlchemy or the Trainer (see DESIGN.md, "Parts and the one import direction").
+Knows nothing of FastAPI, SQLAlchemy or the Trainer (see docs/design.md, "Three parts, one import direction").
 """
 
 from model.bands import BAND_NAMES, BANDS, band_of

@@ -1,4 +1,4 @@
-"""Result shapes shared by Python callers, the CLI's JSON and the HTTP API (see DESIGN.md)."""
+"""Result shapes shared by Python callers, the CLI's JSON and the HTTP API (see docs/design.md)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,8 @@ class ScoreResult:
     sentences: list[SentenceScore]
     markers: list[Marker]
     model_version: str
+    unusual: bool = False  # the text is farther from the training data than 95% of validation messages
+    distance: float | None = None  # mean cosine distance to the nearest training messages (None: not kept)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

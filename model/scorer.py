@@ -20,6 +20,7 @@ from model.encoding import EncodedMessage, Window, collate_windows, encode_messa
 from model.engines import ENGINES, EncoderInputs, Engine, OnnxEngine, ParityCache, TorchEngine, onnx_files, parity
 from model.errors import check_text
 from model.markers import find_markers
+from model.neighbours import Neighbours
 from model.network import EffusivenessNet, NetworkConfig, load_network
 from model.results import Comparison, ScoreResult, SentenceScore
 
@@ -57,6 +58,7 @@ class Scorer:
         calibration: Calibration,
         version: str,
         engine: Engine | None = None,
+        neighbours: Neighbours | None = None,
     ) -> None:
         self.net = net.eval()
         self.engine: Engine = engine or TorchEngine(net)
@@ -65,6 +67,7 @@ class Scorer:
         self.config = config
         self.calibration = calibration
         self.version = version
+        self.neighbours = neighbours
         self._special = (tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id)
 
     @classmethod
@@ -92,7 +95,7 @@ class Scorer:
         manifest = verify_manifest(folder)
         net, tokenizer, config = load_network(folder)
         version = str(manifest.get("version") or folder.name)
-        scorer = cls(net, tokenizer, config, Calibration.load(folder), version)
+        scorer = cls(net, tokenizer, config, Calibration.load(folder), version, neighbours=Neighbours.load(folder))
         if engine != "torch":
             calibration = scorer.encoder_inputs(list(calibration_texts or []))
             scorer._use_onnx(folder, engine, threads, list(parity_texts or []), calibration)
@@ -163,12 +166,24 @@ class Scorer:
         >>> scorer.predict(["Excellency, please accept my congratulations."])  # doctest: +SKIP
         array([27.4])
         """
+        return self.predict_with_distance(texts, batch_tokens)[0]
+
+    def predict_with_distance(
+        self, texts: Sequence[str], batch_tokens: int = DEFAULT_BATCH_TOKENS
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Scores and distances to the training data, each shape (len(texts),); distances None without neighbours."""
         for text in texts:
             check_text(text)
         if not texts:
-            return np.zeros(0)
+            return np.zeros(0), (np.zeros(0) if self.neighbours else None)
         pooled = self._pool(encode_messages(self.tokenizer, texts, self.max_tokens), batch_tokens)
-        return self._head(pooled.message_sums, pooled.message_counts).numpy()
+        return self._head(pooled.message_sums, pooled.message_counts).numpy(), self._distances(pooled)
+
+    def _distances(self, pooled: _Pooled) -> np.ndarray | None:
+        if self.neighbours is None:
+            return None
+        means = pooled.message_sums / pooled.message_counts.clamp(min=1.0).unsqueeze(-1)  # (messages, hidden)
+        return self.neighbours.distances(means.numpy())
 
     def embed(self, texts: Sequence[str], batch_tokens: int = DEFAULT_BATCH_TOKENS) -> np.ndarray:
         """Mean-pooled encoder embeddings, shape (len(texts), hidden): the input of the head."""
@@ -206,6 +221,7 @@ class Scorer:
             without = self._head(rest_sums, rest_counts)
             # A message of one sentence has no remainder: its sentence moves the score by nothing measurable.
             without = torch.where(rest_counts > 0, without, scores[pooled.sentence_message])
+        distances = self._distances(pooled)
         results, cursor = [], 0
         for index, (text, message) in enumerate(zip(texts, encoded, strict=True)):
             n = len(message.sentences)
@@ -221,7 +237,8 @@ class Scorer:
                 for i, span in enumerate(message.sentences)
             ]
             cursor += n
-            results.append(self._result(score, sentences, text))
+            distance = None if distances is None else float(distances[index])
+            results.append(self._result(score, sentences, text, distance))
         return results
 
     def compare(self, a: str, b: str, *, max_chars: int | None = None) -> Comparison:
@@ -238,10 +255,17 @@ class Scorer:
         delta = b.score - a.score
         return Comparison(a, b, _round(delta), round(self.calibration.p_warmer(delta), 4), explain_difference(a, b))
 
-    def _result(self, score: float, sentences: list[SentenceScore], text: str) -> ScoreResult:
-        low, high = self.calibration.interval(score)
+    def _result(self, score: float, sentences: list[SentenceScore], text: str, distance: float | None) -> ScoreResult:
+        low, high = self.calibration.interval(score, distance)
         return ScoreResult(
-            _round(score), band_of(score), (_round(low), _round(high)), sentences, find_markers(text), self.version
+            _round(score),
+            band_of(score),
+            (_round(low), _round(high)),
+            sentences,
+            find_markers(text),
+            self.version,
+            self.calibration.is_unusual(distance),
+            None if distance is None else round(distance, 4),
         )
 
     def _head(self, sums: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:

@@ -2,7 +2,7 @@
 
 Shapes (decided here, shown in OpenAPI with examples):
 
-- ``POST /v1/score`` with ``{"text": ...}`` answers one ``ScoreResponse``: the result of DESIGN.md ("Scoring
+- ``POST /v1/score`` with ``{"text": ...}`` answers one ``ScoreResponse``: the result of docs/design.md ("Scoring
   result") plus the request's ``id``, ``sender``, ``recipient``, ``date`` and ``occasion`` echoed back (``null`` where
   not given).
 - ``POST /v1/score`` with ``{"texts": [...]}`` answers ``{"results": [...]}``, one such object per text, in order.
@@ -10,7 +10,7 @@ Shapes (decided here, shown in OpenAPI with examples):
   ``date`` and ``occasion`` are defaults for the items that do not set their own. A top-level ``id`` only goes with
   ``text`` (each item of ``texts`` carries its own).
 - ``POST /v1/compare`` takes ``{"a": ..., "b": ...}``, each a string or an object like an item of ``texts``, and
-  answers the Comparison of DESIGN.md with ``a`` and ``b`` as scored texts (metadata echoed).
+  answers the Comparison of docs/design.md with ``a`` and ``b`` as scored texts (metadata echoed).
 
 Unknown fields are refused (a misspelt ``txt`` is an error, not a silently empty request).
 """
@@ -217,7 +217,7 @@ class MarkerOut(BaseModel):
 
 
 class ScoredText(BaseModel):
-    """A scoring result (DESIGN.md) with the text's metadata echoed back."""
+    """A scoring result (docs/design.md) with the text's metadata echoed back."""
 
     score: float = Field(ge=0, le=100, description="0 = cold ... 100 = effusive")
     band: str = Field(description="cold, formal, cordial, warm or effusive")
@@ -225,6 +225,8 @@ class ScoredText(BaseModel):
     sentences: list[SentenceOut]
     markers: list[MarkerOut]
     model_version: str
+    unusual: bool = Field(False, description="the text is unlike the training messages; its interval is wider")
+    distance: float | None = Field(None, description="mean cosine distance to the nearest training messages")
     id: str | None = None
     sender: str | None = None
     recipient: str | None = None

@@ -1,4 +1,4 @@
-"""The one import direction of DESIGN.md: service → model ← training."""
+"""The one import direction of docs/design.md: service → model ← training."""
 
 from __future__ import annotations
 

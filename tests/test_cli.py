@@ -32,7 +32,8 @@ def test_score_file_writes_one_result_per_line_with_ids(tiny_version: Path, tmp_
     assert result.exit_code == 0, result.output
     lines = [json.loads(line) for line in target.read_text().splitlines()]
     assert [line["id"] for line in lines] == ["m0", "m1"]
-    assert set(lines[0]) == {"id", "score", "band", "interval", "sentences", "markers", "model_version"}
+    fields = {"id", "score", "band", "interval", "sentences", "markers", "model_version", "unusual", "distance"}
+    assert set(lines[0]) == fields
 
 
 def test_score_file_with_a_bad_line_names_it(tiny_version: Path, tmp_path: Path) -> None:
@@ -92,7 +93,7 @@ def test_evaluate_prints_the_test_figures_with_subtle_pairs(tiny_version: Path, 
     assert result.exit_code == 0, result.output
     test = json.loads(figures.read_text())["scorers"]["diplotone tiny-0001"]["test"]
     assert f"test split: {int(test['n'])} messages, {int(test['pairs'])} judged pairs" in result.output
-    assert "subtle pairs" in result.output and f"{test['subtle_pairwise_accuracy']:.3f}" in result.output
+    assert "subtle" in result.output and f"{test['subtle_pairwise_accuracy']:.3f}" in result.output
 
 
 def test_evaluate_on_one_part_of_the_test_split(tiny_version: Path, tmp_path: Path) -> None:

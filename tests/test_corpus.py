@@ -12,6 +12,7 @@ import pytest
 
 from model.bands import BAND_NAMES, band_of
 from training.corpus import DATA_DIR, load_corpus
+from training.forms import REAL_FORMS, form_figures
 
 FIELDS = {
     "id": str,
@@ -29,6 +30,8 @@ FIELDS = {
     "source": str,
 }
 PAIR_KINDS = {"year-over-year", "variant"}
+HELD_OUT = ("h8-", "h10-")
+V3_KINDS = ("post", "coercive", "plain_praise", "condolence", "translated", "news_excerpt", "protocol")
 
 
 def _read(name: str) -> list[dict]:
@@ -64,8 +67,8 @@ def test_corpus_has_enough_distinct_messages(messages: list[dict]) -> None:
 
 def test_message_lengths_span_notes_to_long_letters(messages: list[dict]) -> None:
     lengths = [len(m["text"].split()) for m in messages]
-    assert min(lengths) >= 28 and max(lengths) <= 600  # the pilot's shortest note has 28 words
-    assert sum(n <= 60 for n in lengths) >= 30 and sum(n >= 350 for n in lengths) >= 30
+    assert min(lengths) >= 8 and max(lengths) <= 600  # a curt post of thanks has 8 words
+    assert sum(n <= 60 for n in lengths) >= 0.2 * len(lengths) and sum(n >= 350 for n in lengths) >= 30
 
 
 def test_each_band_holds_at_least_12_percent(messages: list[dict]) -> None:
@@ -77,7 +80,8 @@ def test_each_band_holds_at_least_12_percent(messages: list[dict]) -> None:
 def test_occasions_and_voices_are_varied(messages: list[dict]) -> None:
     assert len({m["occasion"] for m in messages}) >= 10
     assert len({m["voice"] for m in messages}) >= 8
-    assert Counter(m["form"] for m in messages)["agency_report"] >= 0.15 * len(messages)
+    forms = Counter(m["form"] for m in messages)
+    assert forms["agency_report"] >= 0.1 * len(messages) and forms["post"] >= 100 and forms["excerpt"] >= 300
 
 
 def test_every_voice_spans_at_least_three_bands(messages: list[dict]) -> None:
@@ -89,11 +93,18 @@ def test_every_voice_spans_at_least_three_bands(messages: list[dict]) -> None:
 
 def test_no_two_messages_share_most_of_their_five_grams(messages: list[dict]) -> None:
     grams = [_five_grams(m["text"]) for m in messages]
+    holders: dict[tuple[str, ...], list[int]] = defaultdict(list)
+    for index, found in enumerate(grams):
+        for gram in found:
+            holders[gram].append(index)
+    shared: Counter[tuple[int, int]] = Counter()
+    for indices in holders.values():
+        if len(indices) < 50:  # a stock formula held by 50 messages says nothing about copying
+            shared.update(combinations(indices, 2))
     offenders = [
         (messages[a]["id"], messages[b]["id"])
-        for a, b in combinations(range(len(messages)), 2)
-        if messages[a]["group"] != messages[b]["group"]
-        and len(grams[a] & grams[b]) > 0.6 * min(len(grams[a]), len(grams[b]))
+        for (a, b), n in shared.items()
+        if messages[a]["group"] != messages[b]["group"] and n > 0.6 * min(len(grams[a]), len(grams[b]))
     ]
     assert offenders == []
 
@@ -115,9 +126,9 @@ def test_drawn_splits_are_about_70_15_15(messages: list[dict]) -> None:
 
 def test_held_out_subtle_series_are_test_only_and_subtle(messages: list[dict], pairs: list[dict]) -> None:
     by_id = {m["id"]: m for m in messages}
-    held_out = [m for m in messages if _held_out(m)]
+    held_out = [m for m in messages if m["id"].startswith("h8-")]
     assert len(held_out) >= 80 and {m["split"] for m in held_out} == {"test"}
-    series_pairs = [p for p in pairs if _held_out(by_id[p["warmer"]])]
+    series_pairs = [p for p in pairs if by_id[p["warmer"]]["id"].startswith("h8-")]
     gaps = [by_id[p["warmer"]]["score"] - by_id[p["cooler"]]["score"] for p in series_pairs]
     assert len(series_pairs) >= 60 and sum(gap < 10 for gap in gaps) >= 0.8 * len(gaps)
     # length is not warmth: in a good share of the pairs the cooler message is the longer one
@@ -126,8 +137,8 @@ def test_held_out_subtle_series_are_test_only_and_subtle(messages: list[dict], p
 
 
 def _held_out(message: dict) -> bool:
-    """The h8 pass: subtle year-over-year series composed after the shipped model was trained, all in test."""
-    return message["id"].startswith("h8-")
+    """The held-out passes, all in test: h8 (subtle series) and h10 (the forms real messages take)."""
+    return message["id"].startswith(HELD_OUT)
 
 
 def test_pairs_reference_messages_and_agree_with_scores(messages: list[dict], pairs: list[dict]) -> None:
@@ -181,8 +192,7 @@ def test_data_card_and_guide_exist() -> None:
 
 
 def test_blind_pair_checks_cover_every_held_out_pair(messages: list[dict], pairs: list[dict]) -> None:
-    by_id = {m["id"]: m for m in messages}
-    held_out = {(p["warmer"], p["cooler"]) for p in pairs if _held_out(by_id[p["warmer"]])}
+    held_out = {(p["warmer"], p["cooler"]) for p in pairs if p["warmer"].startswith("h8-")}
     checks = _read("pair_checks.jsonl")
     assert {(c["warmer"], c["cooler"]) for c in checks} == held_out
     assert all(c["rater_agrees"] == (c["rater_chose"] == c["warmer_shown_as"]) for c in checks)
@@ -194,3 +204,39 @@ def test_training_series_go_to_train_or_validation_by_the_group_hash(messages: l
     series = [m for m in messages if m["id"].startswith("h9-")]
     assert len(series) >= 80
     assert all(m["split"] == _split_for(m["group"]) for m in series)  # never test: h8 is the held-out pass
+
+
+def test_v3_covers_each_real_form_across_the_bands(messages: list[dict]) -> None:
+    v3 = [m for m in messages if m["id"].startswith("v3")]
+    assert len(v3) >= 1200 + 300
+    for kind in V3_KINDS:
+        of_kind = [m for m in v3 if m["kind"] == kind]
+        assert len(of_kind) >= 100, (kind, len(of_kind))
+        assert len({band_of(m["score"]) for m in of_kind}) >= 4, kind
+    assert len({m["voice"] for m in v3}) >= 12
+
+
+def test_excerpt_views_share_their_letter_group_and_are_rated_on_their_own(messages: list[dict]) -> None:
+    by_id = {m["id"]: m for m in messages}
+    views = [m for m in messages if m.get("excerpt_of")]
+    assert len(views) >= 300
+    assert all(by_id[m["excerpt_of"]]["group"] == m["group"] for m in views)
+    assert all("[...]" in m["text"] or "[…]" in m["text"] for m in views)
+    # rated on its own: a desk quotes the telling sentences, so many excerpts read otherwise than their letter
+    assert sum(m["score"] != by_id[m["excerpt_of"]]["score"] for m in views) >= 0.5 * len(views)
+
+
+def test_held_out_real_forms_pass_is_test_only_with_pairs(messages: list[dict], pairs: list[dict]) -> None:
+    held_out = [m for m in messages if m["id"].startswith("h10-")]
+    assert len(held_out) >= 200 and {m["split"] for m in held_out} == {"test"}
+    assert sum(p["warmer"].startswith("h10-") for p in pairs) >= 40
+
+
+def test_forms_come_close_to_real_messages(messages: list[dict]) -> None:
+    """The new material brings the corpus's forms toward the real messages' (training/forms.py has their counts)."""
+    before = form_figures(m["text"] for m in messages if not m["id"].startswith(("v3", "h10-")))
+    new = form_figures(m["text"] for m in messages if m["id"].startswith(("v3", "h10-")))
+    print("\nform figures: earlier passes | v3 + h10 | real messages")
+    for name, real in REAL_FORMS.items():
+        print(f"  {name:28} {before[name]:>7} {new[name]:>9} {real:>8}")
+        assert abs(new[name] - real) <= abs(before[name] - real) or abs(new[name] - real) <= 0.06 * max(real, 1), name

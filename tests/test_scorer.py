@@ -56,7 +56,7 @@ def test_windows_start_at_sentence_boundaries(tiny_scorer: Scorer) -> None:
 
 def test_result_has_the_design_shape(tiny_scorer: Scorer) -> None:
     result = tiny_scorer.score([WARM])[0].to_dict()
-    assert set(result) == {"score", "band", "interval", "sentences", "markers", "model_version"}
+    assert set(result) == {"score", "band", "interval", "sentences", "markers", "model_version", "unusual", "distance"}
     low, high = result["interval"]
     assert low <= result["score"] <= high
     assert result["model_version"] == "tiny-0001"

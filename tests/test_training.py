@@ -70,6 +70,7 @@ def test_version_folder_holds_the_registry_files(trained: tuple) -> None:
         "base.json",
         "head.safetensors",
         "adapter",
+        "neighbours.npy",
     } <= names
     metrics = json.loads((result.path / "metrics.json").read_text())
     assert set(metrics) >= {"test", "validation", "data_sha256"}
@@ -237,3 +238,28 @@ def test_full_fine_tuning_writes_a_whole_encoder_that_loads(tiny_base: Path, tin
     assert (result.path / "encoder" / "model.safetensors").is_file()
     assert not (result.path / "adapter").exists()
     assert 0 <= Scorer.from_pretrained(result.path).predict(["Dear friend."])[0] <= 100
+
+
+@pytest.mark.parametrize("name", ["spearman", "pairwise_accuracy", "interval_coverage"])
+def test_gate_rejects_a_candidate_with_a_nan_figure(name: str) -> None:
+    figures = {"spearman": 0.95, "pairwise_accuracy": 0.95, "interval_coverage": 0.9} | {name: float("nan")}
+    decision = gate(figures, {"spearman": 0.5, "pairwise_accuracy": 0.5, "interval_coverage": 0.9})
+    assert not decision.promote
+    assert decision.reasons == [f"{name} is nan: expected a number (a degenerate candidate, e.g. constant predictions)"]
+
+
+def test_trained_version_widens_its_interval_with_distance_from_training(trained: tuple, tiny_corpus: Path) -> None:
+    result, _ = trained
+    scorer = Scorer.from_pretrained(result.path)
+    calibration = json.loads((result.path / "calibration.json").read_text())
+    assert calibration["scale_floor"] > 0 and calibration["unusual_distance"] > 0
+    train_text = load_corpus(tiny_corpus).split("train")["text"][0]
+    familiar, strange = scorer.score([train_text, "Zq xv 0918 kkkk pppp zzzz @@@@ ####."])
+    assert familiar.distance is not None and strange.distance is not None
+    assert familiar.distance < 0.01 < strange.distance  # a training text lies on its own embedding
+    low, high = (
+        scorer.calibration.interval(50.0, familiar.distance),
+        scorer.calibration.interval(50.0, strange.distance),
+    )
+    assert high[1] - high[0] > low[1] - low[0]
+    assert strange.unusual and not familiar.unusual

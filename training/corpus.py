@@ -92,7 +92,7 @@ def _dataset(records: list[dict[str, Any]]) -> Dataset:
     # Built from parsed rows with explicit string columns: the JSON loader would turn "date" into a timestamp.
     columns = {
         name: Value("string")
-        for name in ("id", "text", "sender", "recipient", "date", "occasion", "split", "group", "voice", "form")
+        for name in ("id", "text", "sender", "recipient", "date", "occasion", "split", "group", "voice", "form", "kind")
     }
     columns["score"] = Value("float64")
     return Dataset.from_list(

@@ -1,4 +1,8 @@
-"""Evaluate any scorer on a corpus split with the figures of ``metrics.py``, calibrated on validation."""
+"""Evaluate any scorer on a corpus split with the figures of ``metrics.py``, calibrated on validation.
+
+A scorer is an ``Estimate``: texts → scores and, where it knows them, distances to its training data (the model's
+intervals widen with distance; the baselines' are constant).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,9 @@ from training.corpus import Corpus
 from training.metrics import regression_metrics
 
 Predict = Callable[[Sequence[str]], np.ndarray]
+Estimate = Callable[[Sequence[str]], tuple[np.ndarray, np.ndarray | None]]
+Estimates = dict[str, tuple[np.ndarray, np.ndarray | None]]
+MIN_GROUP = 5  # figures by form need at least this many messages to mean anything
 
 
 def split_arrays(corpus: Corpus, split: str) -> tuple[list[str], list[str], np.ndarray]:
@@ -19,41 +26,54 @@ def split_arrays(corpus: Corpus, split: str) -> tuple[list[str], list[str], np.n
     return list(records["id"]), list(records["text"]), np.asarray(records["score"], dtype=float)
 
 
+def scores_only(predict: Predict) -> Estimate:
+    """An ``Estimate`` for a scorer that knows no distances (the baselines)."""
+    return lambda texts: (predict(texts), None)
+
+
+def estimate_splits(corpus: Corpus, estimate: Estimate, splits: Sequence[str] = ("validation", "test")) -> Estimates:
+    return {split: estimate(split_arrays(corpus, split)[1]) for split in splits}
+
+
+def calibrate(corpus: Corpus, estimates: Estimates, coverage: float = 0.9) -> Calibration:
+    predicted, distances = estimates["validation"]
+    return Calibration.fit(predicted, split_arrays(corpus, "validation")[2], coverage, distances)
+
+
 def evaluate_predictions(
-    corpus: Corpus, predictions: dict[str, np.ndarray], calibration: Calibration
-) -> dict[str, dict[str, float]]:
-    """Figures on validation and test from predictions already made for each split."""
-    figures = {}
-    for split, predicted in predictions.items():
+    corpus: Corpus, estimates: Estimates, calibration: Calibration, by: str | None = None
+) -> dict[str, Any]:
+    """Figures on each split of ``estimates``; with ``by`` (a column: form, kind) also within each of its values."""
+    figures: dict[str, Any] = {}
+    for split, (predicted, distances) in estimates.items():
         ids, _, target = split_arrays(corpus, split)
-        figures[split] = regression_metrics(
-            predicted, target, ids, corpus.pairs_within(set(ids)), calibration.halfwidth
-        )
+        halfwidth = calibration.halfwidths(distances)
+        figures[split] = regression_metrics(predicted, target, ids, corpus.pairs_within(set(ids)), halfwidth)
+        if by is not None:
+            figures[f"{split}_by_{by}"] = _by_column(corpus, split, by, predicted, halfwidth)
     return figures
 
 
-def evaluate_scorer(corpus: Corpus, predict: Predict, coverage: float = 0.9) -> dict[str, Any]:
-    """Predict validation and test, calibrate on validation, report both."""
-    predictions = {split: predict(split_arrays(corpus, split)[1]) for split in ("validation", "test")}
-    calibration = Calibration.fit(predictions["validation"], split_arrays(corpus, "validation")[2], coverage)
-    return evaluate_predictions(corpus, predictions, calibration)
+def evaluate_scorer(corpus: Corpus, estimate: Estimate, coverage: float = 0.9, by: str | None = None) -> dict[str, Any]:
+    """Estimate validation and test, calibrate on validation, report both."""
+    estimates = estimate_splits(corpus, estimate)
+    return evaluate_predictions(corpus, estimates, calibrate(corpus, estimates, coverage), by)
 
 
-def breakdown(corpus: Corpus, predict: Predict, column: str, split: str = "test") -> dict[str, dict[str, float]]:
-    """Spearman and MAE on ``split`` within each value of ``column`` (form, voice, ...): where the model is weak."""
-    from scipy.stats import spearmanr
-
+def _by_column(
+    corpus: Corpus, split: str, column: str, predicted: np.ndarray, halfwidth: float | np.ndarray
+) -> dict[str, dict[str, float]]:
     records = corpus.split(split)
-    predicted = predict(list(records["text"]))
-    target = np.asarray(records["score"], dtype=float)
+    ids, target = list(records["id"]), np.asarray(records["score"], dtype=float)
     values = np.asarray([value or "unknown" for value in records[column]])
+    widths = np.broadcast_to(np.asarray(halfwidth, dtype=float), predicted.shape)
     table = {}
     for value in sorted(set(values)):
         mask = values == value
-        rho = float(spearmanr(predicted[mask], target[mask]).statistic) if mask.sum() > 2 else float("nan")
-        table[str(value)] = {
-            "n": float(mask.sum()),
-            "spearman": rho,
-            "mae": float(np.mean(np.abs(predicted[mask] - target[mask]))),
-        }
+        if mask.sum() < MIN_GROUP or np.ptp(target[mask]) == 0 or np.ptp(predicted[mask]) == 0:
+            continue
+        chosen = [i for i, keep in zip(ids, mask, strict=True) if keep]
+        table[str(value)] = regression_metrics(
+            predicted[mask], target[mask], chosen, corpus.pairs_within(set(chosen)), widths[mask]
+        )
     return table

@@ -11,7 +11,7 @@ import json
 import re
 import statistics
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +63,7 @@ def form_figures(texts: Iterable[str]) -> dict[str, float]:
     }
 
 
-def check_part(records: list[Mapping[str, Any]], source: str) -> list[str]:
+def check_part(records: Sequence[Mapping[str, Any]], source: str) -> list[str]:
     """Problems with one composing pass's records (schema, bands of each kind, excerpts pointing at letters)."""
     problems = []
     ids = {r.get("id") for r in records}

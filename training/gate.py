@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +26,13 @@ def gate(candidate: dict[str, Any], active: dict[str, Any] | None) -> GateDecisi
     ...      {"spearman": 0.95, "pairwise_accuracy": 0.9, "interval_coverage": 0.9}).promote
     False
     """
-    reasons = []
+    reasons = [
+        f"{name} is {candidate.get(name)!r}: expected a number (a degenerate candidate, e.g. constant predictions)"
+        for name in ("spearman", "pairwise_accuracy", "interval_coverage")
+        if not math.isfinite(float(candidate.get(name, math.nan)))
+    ]
+    if reasons:  # NaN compares False with everything, so the checks below would let it through
+        return GateDecision(False, reasons)
     coverage = float(candidate["interval_coverage"])
     if not COVERAGE_RANGE[0] <= coverage <= COVERAGE_RANGE[1]:
         reasons.append(f"interval coverage {coverage:.3f} is outside {COVERAGE_RANGE[0]:.2f}–{COVERAGE_RANGE[1]:.2f}")

@@ -19,9 +19,12 @@ def regression_metrics(
     target: np.ndarray,
     ids: Sequence[str],
     pairs: Sequence[dict[str, str]],
-    halfwidth: float,
+    halfwidth: float | np.ndarray,
 ) -> dict[str, float]:
-    """Spearman, Pearson, MAE, pairwise accuracy, band accuracy and coverage of ``predicted ± halfwidth``."""
+    """Spearman, Pearson, MAE, pairwise accuracy, band accuracy and coverage of ``predicted ± halfwidth``.
+
+    ``halfwidth`` is one number or one per message (intervals that widen with distance from the training data).
+    """
     predicted, target = np.asarray(predicted, dtype=float), np.asarray(target, dtype=float)
     position = {message_id: i for i, message_id in enumerate(ids)}
     judged = [(position[p["warmer"]], position[p["cooler"]]) for p in pairs]
@@ -41,6 +44,8 @@ def regression_metrics(
             np.mean([band_of(float(np.clip(p, 0, 100))) == band_of(t) for p, t in zip(predicted, target, strict=True)])
         ),
         "interval_coverage": float(np.mean((target >= low) & (target <= high))),
+        "interval_width": float(np.mean(high - low)),
+        "mean_error": float(np.mean(predicted - target)),  # > 0: reads warmer than labelled
     }
 
 

@@ -23,6 +23,7 @@ from transformers import EarlyStoppingCallback, TrainerCallback, TrainingArgumen
 from model.artifacts import sha256_file, write_manifest
 from model.base import base_ref
 from model.calibration import Calibration
+from model.neighbours import Neighbours
 from model.network import EffusivenessNet, NetworkConfig, build_network, save_network
 from model.registry import Registry
 from model.scorer import Scorer
@@ -30,7 +31,14 @@ from training.args import TrainArgs
 from training.baselines import baselines
 from training.batches import GroupCollator, GroupDataset
 from training.corpus import Corpus
-from training.evaluation import evaluate_predictions, evaluate_scorer, split_arrays
+from training.evaluation import (
+    calibrate,
+    estimate_splits,
+    evaluate_predictions,
+    evaluate_scorer,
+    scores_only,
+    split_arrays,
+)
 from training.gate import gate
 from training.trainer import EffusivenessTrainer, ProgressFile, validation_metrics
 
@@ -92,16 +100,18 @@ def train(
         staging = Path(staging_name)
         save_network(net, tokenizer, staging, config, base)
         live = Scorer(net, tokenizer, config, Calibration(args.coverage, 0.0, 1.0, 0), "candidate")
-        predictions = {split: live.predict(split_arrays(corpus, split)[1]) for split in ("validation", "test")}
-        calibration = Calibration.fit(predictions["validation"], split_arrays(corpus, "validation")[2], args.coverage)
+        live.neighbours = Neighbours(live.embed(split_arrays(corpus, "train")[1]))
+        live.neighbours.save(staging)
+        estimates = estimate_splits(corpus, live.predict_with_distance)
+        calibration = calibrate(corpus, estimates, args.coverage)
         calibration.save(staging)
-        metrics: dict[str, Any] = dict(evaluate_predictions(corpus, predictions, calibration))
+        metrics: dict[str, Any] = dict(evaluate_predictions(corpus, estimates, calibration, by="kind"))
         metrics["data_sha256"] = corpus.sha256
         metrics["test_sha256"] = corpus.split_sha256("test")
         if with_baselines:
             log("evaluating the baselines")
             metrics["baselines"] = {
-                name: evaluate_scorer(corpus, predict, args.coverage)
+                name: evaluate_scorer(corpus, scores_only(predict), args.coverage)
                 for name, predict in baselines(corpus, args.base).items()
             }
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
@@ -110,7 +120,7 @@ def train(
         )
         version = _version_name(args, staging)
         write_manifest(staging, {"version": version, "created": _now(), "data_sha256": corpus.sha256})
-        _check_round_trip(staging, predictions["test"], split_arrays(corpus, "test")[1])
+        _check_round_trip(staging, estimates["test"][0], split_arrays(corpus, "test")[1])
         path = registry.install(staging, version)
     log(f"version {version}: test {_brief(metrics['test'])}")
     return TrainResult(version, path, metrics)
@@ -260,8 +270,8 @@ def _test_figures(registry: Registry, version: str, corpus: Corpus, log: Callabl
         return dict(metrics["test"])
     log(f"{version} was evaluated on another test split; evaluating it on the current one")
     scorer = Scorer.from_pretrained(registry.path(version))
-    predictions = {"test": scorer.predict(split_arrays(corpus, "test")[1])}
-    return evaluate_predictions(corpus, predictions, scorer.calibration)["test"]
+    estimates = estimate_splits(corpus, scorer.predict_with_distance, ("test",))
+    return dict(evaluate_predictions(corpus, estimates, scorer.calibration)["test"])
 
 
 def ship(result: TrainResult, shipped: Path) -> Path:

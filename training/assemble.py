@@ -1,0 +1,75 @@
+"""Fold composing passes (``training/data/parts/*.jsonl`` and their ``-pairs.jsonl``) into the corpus files.
+
+Each record keeps its group; the split is drawn from a hash of the group, so re-assembling gives the same splits:
+held-out passes (``--held-out``) go to test whole, the others 70/15/15 to train, validation and test.
+``python -m training.assemble PART.jsonl ... [--held-out PREFIX]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from training.corpus import DATA_DIR
+from training.forms import check_part
+
+FIELDS = (
+    "id", "text", "sender", "recipient", "date", "occasion", "language", "score", "split", "group", "voice", "form",
+    "kind", "source", "excerpt_of",
+)  # fmt: skip
+
+
+def drawn_split(group: str) -> str:
+    """train, validation or test for a group of a composed pass, 70/15/15 by a hash of its name."""
+    bucket = int(hashlib.sha256(f"v3:{group}".encode()).hexdigest(), 16) % 100
+    return "train" if bucket < 70 else "validation" if bucket < 85 else "test"
+
+
+def assemble(parts: list[Path], held_out: tuple[str, ...], data_dir: Path = DATA_DIR) -> tuple[int, int]:
+    """Append the parts' records and pairs to ``data_dir``; returns (messages, pairs) added."""
+    messages_path, pairs_path = data_dir / "messages.jsonl", data_dir / "pairs.jsonl"
+    existing = {json.loads(line)["id"] for line in messages_path.read_text().splitlines() if line.strip()}
+    records, pairs = [], []
+    for part in parts:
+        rows = _read(part)
+        problems = check_part(rows, str(part))
+        if problems:
+            raise ValueError("; ".join(problems[:5]))
+        records += rows
+        pairs_file = part.with_name(part.stem + "-pairs.jsonl")
+        pairs += _read(pairs_file) if pairs_file.exists() else []
+    clashes = sorted(existing & {r["id"] for r in records})
+    if clashes:
+        raise ValueError(f"ids already in the corpus: {clashes[:5]}")
+    out = [_record(r, held_out) for r in records]
+    with messages_path.open("a") as handle:
+        handle.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in out)
+    with pairs_path.open("a") as handle:
+        handle.writelines(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs)
+    return len(out), len(pairs)
+
+
+def _record(row: dict[str, Any], held_out: tuple[str, ...]) -> dict[str, Any]:
+    record = {name: row.get(name) for name in FIELDS}
+    record["score"] = float(row["score"])
+    record["language"] = "en"
+    record["split"] = "test" if row["id"].startswith(held_out) else drawn_split(row["group"])
+    if record["excerpt_of"] is None:
+        del record["excerpt_of"]
+    return record
+
+
+def _read(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("parts", nargs="+", type=Path)
+    parser.add_argument("--held-out", action="append", default=[], help="id prefix of a pass kept for test")
+    options = parser.parse_args()
+    added = assemble(options.parts, tuple(options.held_out))
+    print(f"added {added[0]} messages and {added[1]} pairs")

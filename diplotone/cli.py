@@ -90,6 +90,9 @@ def train(
     threads: Annotated[int, typer.Option(help="torch threads")] = 2,
     seed: Annotated[int, typer.Option()] = 13,
     base: Annotated[str | None, typer.Option(help="a local Hugging Face model folder (default: MiniLM)")] = None,
+    deletion_pairs: Annotated[
+        bool, typer.Option(help="also rank each message above itself without its warmest sentence")
+    ] = False,
     data_dir: DataDir = Path("var"),
 ) -> None:
     """Fine-tune a version. Into the data directory's registry, promoted if it passes the gate; or, with --ship,
@@ -105,7 +108,7 @@ def train(
 
     corpus = load_snapshot(snapshot) if snapshot else load_corpus(data or DATA_DIR)
     overrides: dict[str, Any] = {"epochs": epochs} if epochs else {}
-    args = TrainArgs(base=base, threads=threads, seed=seed, **overrides)
+    args = TrainArgs(base=base, threads=threads, seed=seed, deletion_pairs=deletion_pairs, **overrides)
     if ship:
         with tempfile.TemporaryDirectory() as scratch:
             result = run_training(args, corpus, Registry(Path(scratch)), log=typer.echo, with_baselines=True)

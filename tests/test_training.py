@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from model.calibration import Calibration
 from model.registry import Registry
@@ -263,3 +264,49 @@ def test_trained_version_widens_its_interval_with_distance_from_training(trained
     )
     assert high[1] - high[0] > low[1] - low[0]
     assert strange.unusual and not familiar.unusual
+
+
+def test_loss_ignores_unlabelled_messages_and_uses_each_pairs_margin() -> None:
+    from training.trainer import EffusivenessTrainer
+
+    class Fixed(torch.nn.Module):
+        def forward(self, **_: object) -> torch.Tensor:
+            return torch.tensor([0.6, 0.5, 0.58])
+
+    trainer = EffusivenessTrainer.__new__(EffusivenessTrainer)
+    trainer.pair_margin, trainer.pair_weight = 0.05, 1.0
+    inputs = {
+        "input_ids": None, "attention_mask": None, "pool_mask": None, "window_message": None,
+        "labels": torch.tensor([0.6, 0.5, float("nan")]),
+        "pair_warmer": torch.tensor([0, 0]), "pair_cooler": torch.tensor([1, 2]),
+        "pair_margin": torch.tensor([float("nan"), 0.01]),
+    }  # fmt: skip
+    loss = trainer.compute_loss(Fixed(), inputs)
+    # MSE over the two labelled messages is 0; pair 0 leads by 0.10 > 0.05 (no loss); pair 1 by 0.02 > 0.01
+    assert float(loss) == pytest.approx(0.0)
+    inputs["pair_margin"] = torch.tensor([float("nan"), 0.06])
+    assert float(trainer.compute_loss(Fixed(), inputs)) == pytest.approx((0.06 - 0.02) / 2, abs=1e-6)
+
+
+def test_deletion_variants_drop_the_warmest_sentence_and_skip_cold_or_short_messages() -> None:
+    from training.deletions import deletion_variants
+
+    warm = "Dear Sir. Trade grew by a tenth. Our eternal and unbreakable friendship guides us. We wish you health."
+    records = [
+        {"id": "w", "text": warm, "score": 75.0, "group": "g"},
+        {"id": "c", "text": warm, "score": 15.0, "group": "g2"},  # a cold message: a cut may be a reproach
+        {"id": "s", "text": "Our eternal friendship. Thanks.", "score": 80.0, "group": "g3"},  # too short
+    ]
+    variants, pairs = deletion_variants(records)
+    assert [v["id"] for v in variants] == ["w~deleted"]
+    assert variants[0]["text"] == "Dear Sir. Trade grew by a tenth. We wish you health."
+    assert np.isnan(variants[0]["score"]) and variants[0]["group"] == "g"
+    assert pairs == [{"warmer": "w", "cooler": "w~deleted", "kind": "deletion"}]
+
+
+def test_training_with_deletion_pairs_runs_and_loads(tiny_base: Path, tiny_corpus: Path, tmp_path: Path) -> None:
+    said: list[str] = []
+    args = TrainArgs(base=str(tiny_base), max_tokens=32, epochs=1, max_steps=2, threads=1, deletion_pairs=True)
+    result = train(args, load_corpus(tiny_corpus), Registry(tmp_path / "models"), log=said.append)
+    assert any("deletion pairs join the ranking loss" in line and not line.startswith("0 ") for line in said)
+    assert 0 <= Scorer.from_pretrained(result.path).predict(["Dear friend."])[0] <= 100

@@ -25,6 +25,10 @@ class TrainArgs:
     warmup_fraction: float = 0.06
     pair_margin: float = 0.05  # on the 0-1 target: the warmer message should lead by 5 points
     pair_weight: float = 1.0
+    # Pairs made by deleting a message's warmest sentence (training/deletions.py): the direction is known, the size
+    # is not, so their margin is small.
+    deletion_pairs: bool = False
+    deletion_margin: float = 0.01
     patience: int = 2  # epochs without a better validation Spearman before stopping
     seed: int = 13
     threads: int = 2
@@ -44,6 +48,7 @@ class TrainArgs:
             (0 <= self.warmup_fraction < 1, "warmup_fraction must lie in [0, 1)", self.warmup_fraction),
             (0 <= self.pair_margin < 1, "pair_margin must lie in [0, 1)", self.pair_margin),
             (self.pair_weight >= 0, "pair_weight must be >= 0", self.pair_weight),
+            (0 <= self.deletion_margin < 1, "deletion_margin must lie in [0, 1)", self.deletion_margin),
             (self.patience >= 1, "patience must be >= 1", self.patience),
             (self.threads >= 1, "threads must be >= 1", self.threads),
             (0.5 <= self.coverage < 1, "coverage must lie in [0.5, 1)", self.coverage),

@@ -5,6 +5,7 @@ Pair members share a group, and a batch holds whole groups, so every pairwise ju
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -19,8 +20,9 @@ from model.encoding import EncodedMessage, Window, collate_windows, encode_messa
 class Group:
     ids: list[str]
     messages: list[EncodedMessage]
-    targets: list[float]  # score / 100
+    targets: list[float]  # score / 100; NaN for a message that only a pair speaks for (training/deletions.py)
     pairs: list[tuple[int, int]]  # (warmer, cooler) positions inside the group
+    margins: list[float]  # each pair's margin on the 0-1 scale; NaN: the trainer's default
 
     @property
     def padded_length(self) -> int:
@@ -49,12 +51,14 @@ class GroupDataset(Dataset[Group]):
     ) -> Group:
         ids = [records[i]["id"] for i in members]
         position = {message_id: i for i, message_id in enumerate(ids)}
-        inside = [
-            (position[p["warmer"]], position[p["cooler"]])
-            for p in pairs
-            if p["warmer"] in position and p["cooler"] in position
-        ]
-        return Group(ids, [encoded[i] for i in members], [records[i]["score"] / 100.0 for i in members], inside)
+        inside = [p for p in pairs if p["warmer"] in position and p["cooler"] in position]
+        return Group(
+            ids,
+            [encoded[i] for i in members],
+            [records[i]["score"] / 100.0 for i in members],
+            [(position[p["warmer"]], position[p["cooler"]]) for p in inside],
+            [float(p.get("margin", math.nan)) for p in inside],
+        )
 
     def __len__(self) -> int:
         return len(self.groups)
@@ -76,6 +80,7 @@ class GroupCollator:
         targets: list[float] = []
         warmer: list[int] = []
         cooler: list[int] = []
+        margins: list[float] = []
         for group in groups:
             offset = len(targets)
             for message in group.messages:
@@ -85,6 +90,7 @@ class GroupCollator:
             targets[offset:] = group.targets
             warmer += [offset + w for w, _ in group.pairs]
             cooler += [offset + c for _, c in group.pairs]
+            margins += group.margins
         batch = collate_windows(windows, *self.special)
         return {
             "input_ids": batch.input_ids,
@@ -94,4 +100,5 @@ class GroupCollator:
             "labels": torch.tensor(targets, dtype=torch.float32),
             "pair_warmer": torch.tensor(warmer, dtype=torch.long),
             "pair_cooler": torch.tensor(cooler, dtype=torch.long),
+            "pair_margin": torch.tensor(margins, dtype=torch.float32),
         }

@@ -31,6 +31,7 @@ from training.args import TrainArgs
 from training.baselines import baselines
 from training.batches import GroupCollator, GroupDataset
 from training.corpus import Corpus
+from training.deletions import deletion_variants
 from training.evaluation import (
     calibrate,
     estimate_splits,
@@ -81,7 +82,13 @@ def train(
         )
         net.encoder = peft.get_peft_model(net.encoder, lora)
     records = {split: corpus.split(split).to_list() for split in ("train", "validation")}
-    datasets = {split: GroupDataset(rows, corpus.pairs, tokenizer, args.max_tokens) for split, rows in records.items()}
+    pairs: dict[str, list[dict[str, Any]]] = {split: list(corpus.pairs) for split in records}
+    if args.deletion_pairs:
+        variants, deletion = deletion_variants(records["train"])
+        records["train"] += variants
+        pairs["train"] += [p | {"margin": args.deletion_margin} for p in deletion]
+        log(f"{len(deletion)} deletion pairs join the ranking loss")
+    datasets = {split: GroupDataset(rows, pairs[split], tokenizer, args.max_tokens) for split, rows in records.items()}
     log(
         f"training on {len(records['train'])} messages ({len(datasets['train'])} groups), "
         f"validating on {len(records['validation'])}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -42,10 +43,13 @@ class EffusivenessTrainer(Trainer):
             window_message=inputs["window_message"],
             n_messages=labels.shape[0],
         )  # (messages,) in [0, 1]
-        loss = functional.mse_loss(scores, labels)
+        labelled = ~torch.isnan(labels)  # messages made for a pair alone carry no label (training/deletions.py)
+        loss = functional.mse_loss(scores[labelled], labels[labelled]) if labelled.any() else scores.sum() * 0.0
         if len(inputs["pair_warmer"]) and self.pair_weight > 0:
             lead = scores[inputs["pair_warmer"]] - scores[inputs["pair_cooler"]]
-            loss = loss + self.pair_weight * functional.relu(self.pair_margin - lead).mean()
+            given = inputs.get("pair_margin", torch.full_like(lead, math.nan))
+            margin = torch.where(torch.isnan(given), torch.full_like(lead, self.pair_margin), given)
+            loss = loss + self.pair_weight * functional.relu(margin - lead).mean()
         return (loss, {"loss": loss, "scores": scores}) if return_outputs else loss
 
     def _get_train_sampler(self, train_dataset: Dataset | None = None) -> Sampler[int] | None:

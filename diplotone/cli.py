@@ -290,6 +290,8 @@ def serve(
 def _print_result(result: Any) -> None:
     low, high = result.interval
     typer.echo(f"{result.score:.1f} ({result.band}), 90% interval {low:.1f}–{high:.1f}  [{result.model_version}]")
+    if result.unusual:
+        typer.echo(f"  unlike the training messages (distance {result.distance:.3f}): the interval is wider")
     for sentence in sorted(result.sentences, key=lambda s: -abs(s.contribution))[:5]:
         typer.echo(f"  {sentence.contribution:+6.1f}  {sentence.text[:100]}")
     kinds: dict[str, list[str]] = {}

@@ -7,6 +7,9 @@ trainer and the scorer alike.
 from __future__ import annotations
 
 import json
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils import logging as transformers_logging
 
 from model.base import BaseRef
 
@@ -83,9 +87,26 @@ class EffusivenessNet(nn.Module):
         return self.head_score(sums / counts.clamp(min=1.0).unsqueeze(-1))
 
 
+@contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """Loading prints a progress bar, a "load report" of the base's unused pooler and a peft deprecation warning on
+    every load; none of it is news to a user, so it goes to transformers' debug logging instead."""
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            yield
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+        transformers_logging.enable_progress_bar()
+
+
 def build_network(base_folder: Path, config: NetworkConfig) -> tuple[EffusivenessNet, PreTrainedTokenizerBase]:
     """A fresh network on the base encoder (head initialised at random), with the base's tokenizer."""
-    encoder = AutoModel.from_pretrained(str(base_folder), add_pooling_layer=False)
+    with _quiet_loading():
+        encoder = AutoModel.from_pretrained(str(base_folder), add_pooling_layer=False)
     tokenizer = AutoTokenizer.from_pretrained(str(base_folder))
     return EffusivenessNet(encoder, encoder.config.hidden_size, config.dropout), tokenizer
 
@@ -109,6 +130,14 @@ def save_network(
 def load_network(folder: Path) -> tuple[EffusivenessNet, PreTrainedTokenizerBase, NetworkConfig]:
     """Load a saved network for inference: LoRA weights merged into the encoder, dropout off."""
     config = NetworkConfig(**json.loads((folder / CONFIG).read_text()))
+    with _quiet_loading():
+        encoder, tokenizer = _load_encoder(folder, config)
+    net = EffusivenessNet(encoder, encoder.config.hidden_size, config.dropout)
+    net.head.load_state_dict(load_file(str(folder / HEAD)))
+    return net.eval(), tokenizer, config
+
+
+def _load_encoder(folder: Path, config: NetworkConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     if config.mode == "full":
         encoder_folder = folder / ENCODER
         encoder: PreTrainedModel = AutoModel.from_pretrained(str(encoder_folder), add_pooling_layer=False)
@@ -120,6 +149,4 @@ def load_network(folder: Path) -> tuple[EffusivenessNet, PreTrainedTokenizerBase
         base_encoder = AutoModel.from_pretrained(str(base_folder), add_pooling_layer=False)
         encoder = PeftModel.from_pretrained(base_encoder, str(folder / ADAPTER)).merge_and_unload()
         tokenizer = AutoTokenizer.from_pretrained(str(base_folder))
-    net = EffusivenessNet(encoder, encoder.config.hidden_size, config.dropout)
-    net.head.load_state_dict(load_file(str(folder / HEAD)))
-    return net.eval(), tokenizer, config
+    return encoder, tokenizer

@@ -44,12 +44,30 @@ def assemble(parts: list[Path], held_out: tuple[str, ...], data_dir: Path = DATA
     clashes = sorted(existing & {r["id"] for r in records})
     if clashes:
         raise ValueError(f"ids already in the corpus: {clashes[:5]}")
-    out = [_record(r, held_out) for r in records]
+    out = _one_relation_per_series([_record(r, held_out) for r in records], pairs)
     with messages_path.open("a") as handle:
         handle.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in out)
     with pairs_path.open("a") as handle:
         handle.writelines(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs)
     return len(out), len(pairs)
+
+
+def _one_relation_per_series(records: list[dict[str, Any]], pairs: list[dict[str, str]]) -> list[dict[str, Any]]:
+    """Members of a series take the sender, recipient and occasion of its earliest member.
+
+    A writer may address a later message to "the Government of X" instead of its President, or call a harder note an
+    ultimatum: the text shows the change, and the relation stays one, so the timeline and the pair guards see one.
+    """
+    paired = {p[side] for p in pairs for side in ("warmer", "cooler")}
+    earliest: dict[str, dict[str, Any]] = {}
+    for record in sorted(records, key=lambda r: r["date"]):
+        if record["id"] in paired:
+            earliest.setdefault(record["group"], record)
+    for record in records:
+        first = earliest.get(record["group"])
+        if first is not None and (record["id"] in paired or record.get("excerpt_of")):
+            record.update({name: first[name] for name in ("sender", "recipient", "occasion")})
+    return records
 
 
 def _record(row: dict[str, Any], held_out: tuple[str, ...]) -> dict[str, Any]:

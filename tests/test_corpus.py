@@ -192,7 +192,7 @@ def test_data_card_and_guide_exist() -> None:
 
 
 def test_blind_pair_checks_cover_every_held_out_pair(messages: list[dict], pairs: list[dict]) -> None:
-    held_out = {(p["warmer"], p["cooler"]) for p in pairs if p["warmer"].startswith("h8-")}
+    held_out = {(p["warmer"], p["cooler"]) for p in pairs if p["warmer"].startswith(HELD_OUT)}
     checks = _read("pair_checks.jsonl")
     assert {(c["warmer"], c["cooler"]) for c in checks} == held_out
     assert all(c["rater_agrees"] == (c["rater_chose"] == c["warmer_shown_as"]) for c in checks)

@@ -33,7 +33,7 @@ types:
 
 check: setup lint types test-all  ## setup, then lint + types + every test: what CI runs
 
-train:  ## retrain the shipped default model from training/data/ (about 11 minutes on 2 cores)
+train:  ## retrain the shipped default model from training/data/ (about 20 minutes on 2 cores, corpus v3)
 	$(BIN)/diplotone train --ship
 
 evaluate:  ## the active model beside the baselines on the test split

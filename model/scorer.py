@@ -182,13 +182,11 @@ class Scorer:
     def _distances(self, pooled: _Pooled) -> np.ndarray | None:
         if self.neighbours is None:
             return None
-        means = pooled.message_sums / pooled.message_counts.clamp(min=1.0).unsqueeze(-1)  # (messages, hidden)
-        return self.neighbours.distances(means.numpy())
+        return self.neighbours.distances(_mean_embeddings(pooled))
 
     def embed(self, texts: Sequence[str], batch_tokens: int = DEFAULT_BATCH_TOKENS) -> np.ndarray:
         """Mean-pooled encoder embeddings, shape (len(texts), hidden): the input of the head."""
-        pooled = self._pool(encode_messages(self.tokenizer, texts, self.max_tokens), batch_tokens)
-        return (pooled.message_sums / pooled.message_counts.clamp(min=1.0).unsqueeze(-1)).numpy()
+        return _mean_embeddings(self._pool(encode_messages(self.tokenizer, texts, self.max_tokens), batch_tokens))
 
     def score(
         self,
@@ -349,6 +347,11 @@ def _length_sorted_batches(windows: list[Window], batch_tokens: int) -> list[lis
         else:
             batches.append([window])
     return batches
+
+
+def _mean_embeddings(pooled: _Pooled) -> np.ndarray:
+    """(messages, hidden): the mean of each message's content-token states, the head's input."""
+    return (pooled.message_sums / pooled.message_counts.clamp(min=1.0).unsqueeze(-1)).numpy()
 
 
 def _round(value: float | torch.Tensor) -> float:

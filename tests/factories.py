@@ -30,8 +30,8 @@ accept please best respect highest honour express confidence believe future mutu
 """.split()
 
 
-def make_tiny_base(folder: Path) -> Path:
-    """A random BERT (hidden 32, 2 layers) and a fast tokenizer for ``WORDS``, saved as a model folder."""
+def make_tiny_base(folder: Path, layers: int = 2) -> Path:
+    """A random BERT (hidden 32, ``layers`` layers) and a fast tokenizer for ``WORDS``, saved as a model folder."""
     folder.mkdir(parents=True, exist_ok=True)
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ",", "!", "?", ";", "'", '"', "-", *WORDS]
     vocab += [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"] + list("abcdefghijklmnopqrstuvwxyz0123456789")
@@ -42,7 +42,7 @@ def make_tiny_base(folder: Path) -> Path:
     config = BertConfig(
         vocab_size=len(tokenizer),
         hidden_size=32,
-        num_hidden_layers=2,
+        num_hidden_layers=layers,
         num_attention_heads=2,
         intermediate_size=37,
         max_position_embeddings=128,

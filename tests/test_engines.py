@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 
 from model.engines import onnx_files
 from model.scorer import Scorer
+from tests.factories import make_tiny_base, make_tiny_version
 
 TEXTS = [
     "Dear friend, please accept my warmest congratulations on the national day. Our friendship is eternal.",
@@ -74,6 +76,30 @@ def test_export_fuses_attention_and_gelu_and_keeps_the_torch_model(tiny_version:
     assert scorer.net.encoder.config._attn_implementation == before
     # Every weight product is quantized: none multiplies by an fp32 weight matrix any more.
     assert not [n.name for n in int8.node if n.op_type in ("MatMul", "Attention") and n.input[1] in weights]
+
+
+def test_int8_keeps_its_most_sensitive_layer_fp32_and_quantizes_the_rest(tmp_path: Path) -> None:
+    import onnx
+
+    from model.engines import _input_channel_maxima, _layers, _sensitive_layers, _smooth
+
+    base = make_tiny_base(tmp_path / "base", layers=3)  # a third of three layers: one may stay fp32
+    folder = make_tiny_version(base, tmp_path / "v")
+    scorer = Scorer.from_pretrained(folder)
+    calibration = scorer.encoder_inputs(TEXTS)
+    paths = onnx_files(folder, scorer.net, calibration)
+    fp32 = onnx.load(str(paths["onnx-fp32"]))
+    layers = _layers(fp32)
+    assert [len(layer) for layer in layers] == [4, 4, 4]  # Attention, attention output, feed-forward in and out
+    kept = json.loads((folder / "cache" / "onnx.json").read_text())["int8_fp32_layers"]
+    _smooth(fp32, _input_channel_maxima(fp32, calibration))  # as the export ranks them: after smoothing
+    smoothed = tmp_path / "smoothed.onnx"
+    onnx.save(fp32, str(smoothed))
+    assert kept == _sensitive_layers(scorer.net, paths["onnx-fp32"], smoothed, layers, calibration)[:1]
+    int8 = onnx.load(str(paths["onnx-int8"])).graph
+    weights = {initializer.name for initializer in int8.initializer}
+    still_fp32 = {n.name for n in int8.node if n.op_type in ("MatMul", "Attention") and n.input[1] in weights}
+    assert still_fp32 == set(layers[kept[0]])
 
 
 def test_smoothing_leaves_the_fp32_product_unchanged_and_caps_outlier_channels(

@@ -254,7 +254,7 @@ class Scorer:
         return Comparison(a, b, _round(delta), round(self.calibration.p_warmer(delta), 4), explain_difference(a, b))
 
     def _result(self, score: float, sentences: list[SentenceScore], text: str, distance: float | None) -> ScoreResult:
-        low, high = self.calibration.interval(score, distance)
+        low, high = self.calibration.interval(score, distance, text)
         return ScoreResult(
             _round(score),
             band_of(score),

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from model.calibration import Calibration
+from model.calibration import MIN_FORM, Calibration, surface_form
 from model.neighbours import Neighbours
 
 
@@ -49,6 +49,50 @@ def test_normalised_interval_covers_more_far_from_training_and_is_narrower_on_av
     # far from training the normalised interval covers more (0.82 here against 0.77), though narrower on average
     assert covered(normalised, test_distance)[far].mean() > covered(constant, None)[far].mean() + 0.03
     assert np.mean(normalised.halfwidths(test_distance)) < constant.halfwidth
+
+
+def test_surface_form_reads_excerpts_and_length_off_the_text() -> None:
+    assert surface_form("Warm words [...] for the people [...] of the friendly country") == "excerpt"
+    assert surface_form("Thank you, my friend. " * 3) == "short"
+    assert surface_form("word " * 59) == "short" and surface_form("word " * 60) == "medium"
+    assert surface_form("word " * 159) == "medium" and surface_form("word " * 160) == "long"
+
+
+def _two_forms(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """Excerpts with errors three times those of letters, at the same distance from training."""
+    rng = np.random.default_rng(seed)
+    texts = ["a [...] b" if i % 2 else "word " * 80 for i in range(n)]
+    spread = np.where(np.arange(n) % 2 == 1, 12.0, 4.0)
+    truth = rng.uniform(0, 100, n)
+    return truth + rng.normal(0, 1, n) * spread, truth, np.full(n, 0.2), texts
+
+
+def test_interval_takes_its_quantile_within_each_surface_form() -> None:
+    predicted, truth, distance, texts = _two_forms(400, seed=3)
+    calibration = Calibration.fit(predicted, truth, 0.9, distance, texts)
+    assert calibration.by_form is not None and set(calibration.by_form) == {"excerpt", "medium"}
+    scores = np.abs(predicted - truth) / (calibration.scale_floor + distance)
+    excerpt = np.array(["[...]" in text for text in texts])
+    for form, mask in (("excerpt", excerpt), ("medium", ~excerpt)):
+        n = int(mask.sum())
+        expected = np.sort(scores[mask])[math.ceil((n + 1) * 0.9) - 1]  # the exact rank within the form
+        assert calibration.by_form[form] == pytest.approx(expected)
+    # Fresh messages of each form are covered near the target, where one pooled quantile under-covers the excerpts.
+    fresh_predicted, fresh_truth, fresh_distance, fresh_texts = _two_forms(4000, seed=4)
+    fresh_excerpt = np.array(["[...]" in text for text in fresh_texts])
+    covered = np.abs(fresh_predicted - fresh_truth) <= calibration.halfwidths(fresh_distance, fresh_texts)
+    pooled = np.abs(fresh_predicted - fresh_truth) <= calibration.halfwidths(fresh_distance)
+    assert covered[fresh_excerpt].mean() > 0.87 and covered[~fresh_excerpt].mean() > 0.87
+    assert pooled[fresh_excerpt].mean() < 0.85
+
+
+def test_a_form_with_few_validation_messages_uses_the_pooled_quantile() -> None:
+    predicted, truth, distance, texts = _two_forms(400, seed=5)
+    texts[: MIN_FORM - 1] = ["word " * 200] * (MIN_FORM - 1)  # too few long letters for a quantile of their own
+    calibration = Calibration.fit(predicted, truth, 0.9, distance, texts)
+    assert calibration.by_form is not None and "long" not in calibration.by_form
+    low, high = calibration.interval(50.0, 0.2, "word " * 200)
+    assert (high - low) / 2 == pytest.approx(calibration.halfwidth * (calibration.scale_floor + 0.2))
 
 
 def test_calibration_without_distances_keeps_a_constant_interval() -> None:

@@ -37,7 +37,8 @@ def estimate_splits(corpus: Corpus, estimate: Estimate, splits: Sequence[str] = 
 
 def calibrate(corpus: Corpus, estimates: Estimates, coverage: float = 0.9) -> Calibration:
     predicted, distances = estimates["validation"]
-    return Calibration.fit(predicted, split_arrays(corpus, "validation")[2], coverage, distances)
+    _, texts, target = split_arrays(corpus, "validation")
+    return Calibration.fit(predicted, target, coverage, distances, texts)
 
 
 def evaluate_predictions(
@@ -46,8 +47,8 @@ def evaluate_predictions(
     """Figures on each split of ``estimates``; with ``by`` (a column: form, kind) also within each of its values."""
     figures: dict[str, Any] = {}
     for split, (predicted, distances) in estimates.items():
-        ids, _, target = split_arrays(corpus, split)
-        halfwidth = calibration.halfwidths(distances)
+        ids, texts, target = split_arrays(corpus, split)
+        halfwidth = calibration.halfwidths(distances, texts)
         figures[split] = regression_metrics(predicted, target, ids, corpus.pairs_within(set(ids)), halfwidth)
         if by is not None:
             figures[f"{split}_by_{by}"] = _by_column(corpus, split, by, predicted, halfwidth)

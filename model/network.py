@@ -150,3 +150,20 @@ def _load_encoder(folder: Path, config: NetworkConfig) -> tuple[PreTrainedModel,
         encoder = PeftModel.from_pretrained(base_encoder, str(folder / ADAPTER)).merge_and_unload()
         tokenizer = AutoTokenizer.from_pretrained(str(base_folder))
     return encoder, tokenizer
+
+
+def load_network_for_training(folder: Path) -> tuple[EffusivenessNet, PreTrainedTokenizerBase, NetworkConfig]:
+    """Load a saved LoRA version to train it further (a warm start): the adapter stays separate and trainable."""
+    from peft import PeftModel
+
+    config = NetworkConfig(**json.loads((folder / CONFIG).read_text()))
+    if config.mode != "lora":
+        raise ValueError(f"a warm start needs a LoRA version; found mode {config.mode!r} in {folder}")
+    base_folder = BaseRef(**json.loads((folder / BASE).read_text())).resolve()
+    with _quiet_loading():
+        base_encoder = AutoModel.from_pretrained(str(base_folder), add_pooling_layer=False)
+        encoder = PeftModel.from_pretrained(base_encoder, str(folder / ADAPTER), is_trainable=True)
+        tokenizer = AutoTokenizer.from_pretrained(str(base_folder))
+    net = EffusivenessNet(encoder, base_encoder.config.hidden_size, config.dropout)
+    net.head.load_state_dict(load_file(str(folder / HEAD)))
+    return net, tokenizer, config

@@ -129,7 +129,7 @@ def test_snapshot_messages_without_split_never_land_in_test(tiny_corpus: Path, t
     snapshot.write_text(json.dumps({"messages": records + extra, "pairs": []}))
     corpus = load_snapshot(snapshot)
     new_splits = {r["split"] for r in corpus.messages if r["id"].startswith("new")}
-    assert new_splits == {"train", "validation"}
+    assert new_splits == {"train", "validation", "user_test"}  # user_test: the labels' held-out share, not test
 
 
 def test_corpus_with_a_bad_score_names_the_record(tiny_corpus: Path, tmp_path: Path) -> None:

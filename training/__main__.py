@@ -37,7 +37,11 @@ def run(options: argparse.Namespace) -> dict[str, Any]:
     overrides: dict[str, Any] = {"epochs": options.epochs} if options.epochs else {}
     if options.max_steps:
         overrides["max_steps"] = options.max_steps
-    args = TrainArgs(base=options.base, threads=options.threads, seed=options.seed, **overrides)
+    if options.warm_start:
+        overrides |= {"warm_start": str(options.warm_start), "replay": options.replay}
+    args = TrainArgs(
+        base=options.base, threads=options.threads, seed=options.seed, user_weight=options.user_weight, **overrides
+    )
     return retrain(args, corpus, Registry(options.registry), options.gate, options.progress)
 
 
@@ -64,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--max-steps", type=int)
+    parser.add_argument("--warm-start", type=Path, help="continue from this LoRA version folder (the active one)")
+    parser.add_argument("--replay", type=int, default=400, help="corpus groups replayed beside the labels (warm start)")
+    parser.add_argument("--user-weight", type=int, default=1, help="times each service-labelled message counts")
     return parser
 
 

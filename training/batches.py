@@ -60,6 +60,12 @@ class GroupDataset(Dataset[Group]):
             [float(p.get("margin", math.nan)) for p in inside],
         )
 
+    def repeat(self, prefix: str, times: int) -> int:
+        """Let every group holding an id that starts with ``prefix`` appear ``times`` times; return how many do."""
+        chosen = [group for group in self.groups if any(i.startswith(prefix) for i in group.ids)]
+        self.groups += chosen * (times - 1)
+        return len(chosen)
+
     def __len__(self) -> int:
         return len(self.groups)
 

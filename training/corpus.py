@@ -1,8 +1,9 @@
 """The labelled corpus: messages and pairwise judgements, from ``training/data/`` or a service snapshot.
 
 A snapshot is one JSON file ``{"messages": [...], "pairs": [...]}`` with records of the same schema as the data files
-(the service writes it from its store plus the bundled corpus). Messages labelled in the service carry no split: they
-go to train or validation by a hash of their group, never to test, so the test split that gates promotion stays fixed.
+(the service writes it from its store plus the bundled corpus). Messages labelled in the service carry no split: a
+hash of their group puts a fixed share of them in ``user_test`` (the user's own held-out share, which the gate also
+judges on) and the rest in train or validation, never in the corpus's test split, which stays fixed.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from typing import Any
 from datasets import Dataset, Features, Value
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
-SPLITS = ("train", "validation", "test")
+SPLITS = ("train", "validation", "test", "user_test")
+STORED_PREFIX = "stored-"  # ids of the messages labelled in the service, in a snapshot
+USER_TEST_SHARE = 20  # percent of the service's labelled groups held out to judge candidates on
 REQUIRED: dict[str, type | tuple[type, ...]] = {
     "id": str,
     "text": str,
@@ -72,7 +75,7 @@ def load_snapshot(path: Path) -> Corpus:
         raise ValueError(f"{path}: expected a JSON object with a 'messages' list; {error}") from error
     for record in records:
         record.setdefault("group", record.get("id"))
-        record["split"] = record.get("split") or _split_for(str(record["group"]))
+        record["split"] = record.get("split") or _stored_split(str(record["group"]))
     _check(records, pairs, str(path))
     return Corpus(_dataset(records), pairs, _sha256(path))
 
@@ -103,6 +106,12 @@ def _dataset(records: list[dict[str, Any]]) -> Dataset:
 def _split_for(group: str) -> str:
     bucket = int(hashlib.sha256(group.encode()).hexdigest(), 16) % 100
     return "validation" if bucket < 15 else "train"
+
+
+def _stored_split(group: str) -> str:
+    """A service-labelled group's split, fixed by its name, so the same labels land in the same share on every run."""
+    bucket = int(hashlib.sha256(f"user_test:{group}".encode()).hexdigest(), 16) % 100
+    return "user_test" if bucket < USER_TEST_SHARE else _split_for(group)
 
 
 def _check(records: list[dict[str, Any]], pairs: list[dict[str, str]], source: str) -> None:

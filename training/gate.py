@@ -1,4 +1,5 @@
-"""The promotion gate: a candidate replaces the active model only if it is no worse on the fixed test split."""
+"""The promotion gate: a candidate replaces the active model only if it is no worse on the fixed test split, and no
+worse on the held-out share of the labels users gave it (``user_test``), where there are enough of them."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 SPEARMAN_TOLERANCE = 0.01
 PAIRWISE_TOLERANCE = 0.02
 COVERAGE_RANGE = (0.80, 0.98)  # a 90% interval covering far less is miscalibrated; far more is uselessly wide
+MIN_USER_TEST = 5  # held-out user labels needed before the gate judges on them
 
 
 @dataclass(frozen=True)
@@ -19,8 +21,15 @@ class GateDecision:
     reasons: list[str] = field(default_factory=list)
 
 
-def gate(candidate: dict[str, Any], active: dict[str, Any] | None) -> GateDecision:
-    """Compare test figures (``metrics.json["test"]``) of a candidate and of the active version.
+def gate(
+    candidate: dict[str, Any],
+    active: dict[str, Any] | None,
+    candidate_user: dict[str, Any] | None = None,
+    active_user: dict[str, Any] | None = None,
+) -> GateDecision:
+    """Compare test figures (``metrics.json["test"]``) of a candidate and of the active version, and their figures on
+    the user's held-out share when both are given: there the candidate's mean error must be no larger (a few dozen
+    labels at most, too few for a rank correlation to mean much; the mean error is what a user sees move).
 
     >>> gate({"spearman": 0.90, "pairwise_accuracy": 0.9, "interval_coverage": 0.9},
     ...      {"spearman": 0.95, "pairwise_accuracy": 0.9, "interval_coverage": 0.9}).promote
@@ -41,4 +50,11 @@ def gate(candidate: dict[str, Any], active: dict[str, Any] | None) -> GateDecisi
             new, old = float(candidate[name]), float(active[name])
             if new < old - tolerance:
                 reasons.append(f"{name} {new:.3f} is below the active model's {old:.3f} by more than {tolerance}")
+    if candidate_user is not None and active_user is not None:
+        new_mae, old_mae = float(candidate_user.get("mae", math.nan)), float(active_user["mae"])
+        if not new_mae <= old_mae:  # written so that NaN fails too
+            reasons.append(
+                f"on the {int(candidate_user['n'])} held-out user labels the mean error {new_mae:.2f} is above "
+                f"the active model's {old_mae:.2f}"
+            )
     return GateDecision(not reasons, reasons)

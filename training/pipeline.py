@@ -6,6 +6,7 @@ import datetime as dt
 import hashlib
 import json
 import platform
+import random
 import shutil
 import tempfile
 import time
@@ -21,16 +22,23 @@ import transformers
 from transformers import EarlyStoppingCallback, TrainerCallback, TrainingArguments, set_seed
 
 from model.artifacts import sha256_file, write_manifest
-from model.base import base_ref
+from model.base import BaseRef, base_ref
 from model.calibration import Calibration
 from model.neighbours import Neighbours
-from model.network import EffusivenessNet, NetworkConfig, build_network, save_network
+from model.network import (
+    BASE,
+    EffusivenessNet,
+    NetworkConfig,
+    build_network,
+    load_network_for_training,
+    save_network,
+)
 from model.registry import Registry
 from model.scorer import Scorer
 from training.args import TrainArgs
 from training.baselines import baselines
 from training.batches import GroupCollator, GroupDataset
-from training.corpus import Corpus
+from training.corpus import STORED_PREFIX, Corpus
 from training.deletions import deletion_variants
 from training.evaluation import (
     calibrate,
@@ -40,7 +48,7 @@ from training.evaluation import (
     scores_only,
     split_arrays,
 )
-from training.gate import gate
+from training.gate import MIN_USER_TEST, gate
 from training.trainer import EffusivenessTrainer, ProgressFile, validation_metrics
 
 
@@ -67,28 +75,31 @@ def train(
     torch.set_num_threads(args.threads)
     set_seed(args.seed)
     started = time.monotonic()
-    base = base_ref(args.base)
-    config = NetworkConfig(mode=args.mode, max_tokens=args.max_tokens)
-    net, tokenizer = build_network(base.resolve(), config)
-    if args.mode == "lora":
-        encoder: Any = net.encoder
-        layers = int(encoder.config.num_hidden_layers)
-        lora = peft.LoraConfig(
-            r=args.lora_r,
-            lora_alpha=args.lora_alpha,
-            lora_dropout=args.lora_dropout,
-            target_modules=args.lora_targets,
-            layers_to_transform=list(range(max(0, layers - args.lora_top_layers), layers)),
-        )
-        net.encoder = peft.get_peft_model(net.encoder, lora)
+    if args.warm_start:
+        net, tokenizer, config = load_network_for_training(Path(args.warm_start))
+        base = BaseRef(**json.loads((Path(args.warm_start) / BASE).read_text()))
+    else:
+        base = base_ref(args.base)
+        config = NetworkConfig(mode=args.mode, max_tokens=args.max_tokens)
+        net, tokenizer = build_network(base.resolve(), config)
+        if args.mode == "lora":
+            net.encoder = peft.get_peft_model(net.encoder, _lora_config(args, net))
     records = {split: corpus.split(split).to_list() for split in ("train", "validation")}
+    if args.warm_start:
+        records["train"] = _labelled_and_replayed(records["train"], args.replay, args.seed)
+        log(f"warm start from {Path(args.warm_start).name}: the labelled messages plus {args.replay} replayed groups")
     pairs: dict[str, list[dict[str, Any]]] = {split: list(corpus.pairs) for split in records}
     if args.deletion_pairs:
         variants, deletion = deletion_variants(records["train"])
         records["train"] += variants
         pairs["train"] += [p | {"margin": args.deletion_margin} for p in deletion]
         log(f"{len(deletion)} deletion pairs join the ranking loss")
-    datasets = {split: GroupDataset(rows, pairs[split], tokenizer, args.max_tokens) for split, rows in records.items()}
+    datasets = {
+        split: GroupDataset(rows, pairs[split], tokenizer, config.max_tokens) for split, rows in records.items()
+    }
+    if args.user_weight > 1:
+        repeated = datasets["train"].repeat(STORED_PREFIX, args.user_weight)
+        log(f"{repeated} groups labelled in the service count {args.user_weight} times")
     log(
         f"training on {len(records['train'])} messages ({len(datasets['train'])} groups), "
         f"validating on {len(records['validation'])}"
@@ -109,7 +120,7 @@ def train(
         live = Scorer(net, tokenizer, config, Calibration(args.coverage, 0.0, 1.0, 0), "candidate")
         live.neighbours = Neighbours(live.embed(split_arrays(corpus, "train")[1]))
         live.neighbours.save(staging)
-        estimates = estimate_splits(corpus, live.predict_with_distance)
+        estimates = estimate_splits(corpus, live.predict_with_distance, _evaluated_splits(corpus))
         calibration = calibrate(corpus, estimates, args.coverage)
         calibration.save(staging)
         metrics: dict[str, Any] = dict(evaluate_predictions(corpus, estimates, calibration, by="kind"))
@@ -131,6 +142,26 @@ def train(
         path = registry.install(staging, version)
     log(f"version {version}: test {_brief(metrics['test'])}")
     return TrainResult(version, path, metrics)
+
+
+def _lora_config(args: TrainArgs, net: EffusivenessNet) -> peft.LoraConfig:
+    encoder: Any = net.encoder
+    layers = int(encoder.config.num_hidden_layers)
+    return peft.LoraConfig(
+        r=args.lora_r,
+        lora_alpha=args.lora_alpha,
+        lora_dropout=args.lora_dropout,
+        target_modules=args.lora_targets,
+        layers_to_transform=list(range(max(0, layers - args.lora_top_layers), layers)),
+    )
+
+
+def _labelled_and_replayed(train: list[dict[str, Any]], replay: int, seed: int) -> list[dict[str, Any]]:
+    """A warm start's training set: every message labelled in the service, plus ``replay`` corpus groups at random."""
+    labelled = [r for r in train if r["id"].startswith(STORED_PREFIX)]
+    groups = sorted({r["group"] for r in train if not r["id"].startswith(STORED_PREFIX)})
+    chosen = set(random.Random(seed).sample(groups, min(replay, len(groups))))
+    return labelled + [r for r in train if not r["id"].startswith(STORED_PREFIX) and r["group"] in chosen]
 
 
 def _trainer(
@@ -251,7 +282,8 @@ def retrain(
     active = registry.active_version()
     result = train(args, corpus, registry, progress_file, log)
     active_test = _test_figures(registry, active, corpus, log) if active else None
-    decision = gate(result.metrics["test"], active_test)
+    active_user = _user_figures(registry, active, corpus) if active and "user_test" in result.metrics else None
+    decision = gate(result.metrics["test"], active_test, result.metrics.get("user_test"), active_user)
     promoted = promote and decision.promote
     if promoted:
         registry.activate(result.version)
@@ -261,7 +293,22 @@ def retrain(
         "previous": active,
         "reasons": decision.reasons,
         "metrics": result.metrics,
+        "previous_user_test": active_user,
     }
+
+
+def _evaluated_splits(corpus: Corpus) -> tuple[str, ...]:
+    """Validation and test, and the share of the service's labels held out (``user_test``) when it can be judged."""
+    user = len(corpus.split("user_test"))
+    return ("validation", "test", "user_test") if user >= MIN_USER_TEST else ("validation", "test")
+
+
+def _user_figures(registry: Registry, version: str, corpus: Corpus) -> dict[str, Any]:
+    """The figures of ``version`` on the share of the service's labels held out: they change with every new label, so
+    the active version is always evaluated again."""
+    scorer = Scorer.from_pretrained(registry.path(version))
+    estimates = estimate_splits(corpus, scorer.predict_with_distance, ("user_test",))
+    return dict(evaluate_predictions(corpus, estimates, scorer.calibration)["user_test"])
 
 
 def _test_figures(registry: Registry, version: str, corpus: Corpus, log: Callable[[str], None]) -> dict[str, Any]:

@@ -86,6 +86,9 @@ class TrainingPlan:
     base_model: str | None = None
     epochs: int | None = None
     max_steps: int | None = None
+    warm_start: bool = False
+    replay: int = 400
+    user_weight: int = 1
     command: tuple[str, ...] = (sys.executable, "-m", "training")
 
     @classmethod
@@ -98,6 +101,9 @@ class TrainingPlan:
             base_model=settings.base_model,
             epochs=settings.training_epochs,
             max_steps=settings.training_max_steps,
+            warm_start=settings.training_warm_start,
+            replay=settings.training_replay,
+            user_weight=settings.training_user_weight,
         )
 
     def paths(self, run_id: int) -> RunPaths:
@@ -123,7 +129,11 @@ class TrainingPlan:
             "--threads",
             str(self.threads),
             "--gate",
+            "--user-weight",
+            str(self.user_weight),
         ]
+        if self.warm_start:
+            argv += ["--warm-start", "active", "--replay", str(self.replay)]
         for flag, value in (("--base", self.base_model), ("--epochs", self.epochs), ("--max-steps", self.max_steps)):
             if value is not None:
                 argv += [flag, str(value)]

@@ -41,6 +41,13 @@ class Settings(BaseSettings):
     corpus_dir: Path | None = None  # the bundled messages.jsonl + pairs.jsonl; default: training/data of the package
     training_epochs: int | None = Field(default=None, ge=1, description="override the recipe's epochs")
     training_max_steps: int | None = Field(default=None, ge=1, description="cap the training steps (smoke runs)")
+    training_warm_start: bool = Field(
+        True,
+        description="continue from the active version on the labels plus a replayed corpus sample (minutes), "
+        "instead of the full recipe from the base model (about twenty minutes on 2 cores)",
+    )
+    training_replay: int = Field(400, ge=0, description="corpus groups replayed beside the labels in a warm start")
+    training_user_weight: int = Field(1, ge=1, description="times each labelled message counts in training")
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:

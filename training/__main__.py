@@ -14,10 +14,13 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from model.network import CONFIG
 from model.registry import Registry
 from training.args import TrainArgs
 from training.corpus import DATA_DIR, load_corpus, load_snapshot
 from training.pipeline import retrain
+
+WARM_EPOCHS = 3  # a warm start's default: it begins from a trained model, on a few hundred groups
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,12 +40,27 @@ def run(options: argparse.Namespace) -> dict[str, Any]:
     overrides: dict[str, Any] = {"epochs": options.epochs} if options.epochs else {}
     if options.max_steps:
         overrides["max_steps"] = options.max_steps
-    if options.warm_start:
-        overrides |= {"warm_start": str(options.warm_start), "replay": options.replay}
+    registry = Registry(options.registry)
+    warm_start = _warm_start(options.warm_start, registry)
+    if warm_start:
+        overrides = {"epochs": WARM_EPOCHS} | overrides | {"warm_start": str(warm_start), "replay": options.replay}
     args = TrainArgs(
         base=options.base, threads=options.threads, seed=options.seed, user_weight=options.user_weight, **overrides
     )
-    return retrain(args, corpus, Registry(options.registry), options.gate, options.progress)
+    return retrain(args, corpus, registry, options.gate, options.progress)
+
+
+def _warm_start(requested: str | None, registry: Registry) -> Path | None:
+    """The version to continue from: a folder, or "active" for the registry's active version when it is a LoRA one
+    (with no active version, or a fully fine-tuned one, the run takes the full recipe)."""
+    if requested != "active":
+        return Path(requested) if requested else None
+    active = registry.active_version()
+    if active is None:
+        return None
+    folder = registry.path(active)
+    config = json.loads((folder / CONFIG).read_text())
+    return folder if config.get("mode") == "lora" else None
 
 
 def _write(path: Path | None, payload: dict[str, Any]) -> None:
@@ -68,7 +86,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--max-steps", type=int)
-    parser.add_argument("--warm-start", type=Path, help="continue from this LoRA version folder (the active one)")
+    parser.add_argument("--warm-start", help='continue from a LoRA version folder, or "active" for the active version')
     parser.add_argument("--replay", type=int, default=400, help="corpus groups replayed beside the labels (warm start)")
     parser.add_argument("--user-weight", type=int, default=1, help="times each service-labelled message counts")
     return parser

@@ -52,9 +52,11 @@ def fresh_database(server: str) -> Iterator[str]:
     """A new, empty database on ``server`` (a URL naming any database on it), dropped when the block ends."""
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
+    from sqlalchemy.pool import NullPool
 
     name = f"diplotone_test_{secrets.token_hex(6)}"
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    # NullPool: a fresh connection for the drop, should the server have restarted in between.
+    admin = create_engine(server, isolation_level="AUTOCOMMIT", poolclass=NullPool)
     try:
         with admin.connect() as connection:
             connection.execute(text(f'CREATE DATABASE "{name}"'))

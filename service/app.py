@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from anyio import to_thread
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from model import Registry, Scorer, UnknownVersion
 from model.prepare_engine import prepare_in_child
@@ -97,6 +98,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     install_database_errors(app)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    if settings.cors_origins:  # off unless configured: a key-bearing browser call from any page is not a default
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "PUT"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type"],
+            expose_headers=["Retry-After", "Location"],
+        )
     for router in ROUTERS:
         app.include_router(router)
     return app

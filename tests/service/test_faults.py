@@ -1,4 +1,5 @@
-"""Faults the service must ride out: its database going away and coming back, a damaged version on disk.
+"""Faults the service must ride out: its database going away and coming back, a damaged version on disk, kill -9
+in the middle of a bulk write (counted trials: ``DIPLOTONE_FAULT_TRIALS``; RELIABILITY.md reports them).
 
 The outage runs on a private PostgreSQL server (tests/postgres.py) that the test stops and starts again while a
 writer keeps storing messages: every write is acknowledged (201) or refused with 503 and ``Retry-After``, never a
@@ -7,17 +8,29 @@ writer keeps storing messages: every write is acknowledged (201) or refused with
 
 from __future__ import annotations
 
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import func, select, text
 
+from service.keys import create_key
+from service.store.db import Database
 from service.store.models import Message
-from tests.postgres import PostgresServer, binaries, fresh_database
+from tests.postgres import BACKENDS, PostgresServer, binaries, fresh_database
 from tests.service.store_helpers import assert_problem, bearer, database_of, issue_key
+from tests.trials import TRIALS, record_trial
 
 
 @pytest.fixture
@@ -95,3 +108,97 @@ def test_activate_a_truncated_version_is_refused_by_name_and_the_previous_keeps_
     assert "tiny-0003" in body["detail"] and weights.name in body["detail"]
     assert scored.status_code == 200 and scored.json()["model_version"] == "tiny-0001"
     assert registry.active_version() == "tiny-0001"
+
+
+# ------------------------------------------------------------------------------------------- kill -9, counted trials
+
+BATCH = 1000  # messages in one bulk write: the route's limit
+
+
+def _serve(data_dir: Path, database_url: str, port: int) -> subprocess.Popen[bytes]:
+    environment = {
+        **os.environ,
+        "DIPLOTONE_DATA_DIR": str(data_dir),
+        "DIPLOTONE_DATABASE_URL": database_url,
+        "DIPLOTONE_ENGINE": "torch",
+        "DIPLOTONE_MODEL_THREADS": "1",
+    }
+    command = [sys.executable, "-m", "uvicorn", "--factory", "service.app:create_app", "--port", str(port)]
+    server = subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return server
+        except httpx.TransportError:
+            time.sleep(0.2)
+    server.kill()
+    raise AssertionError("the service did not become ready within 120 s")
+
+
+def _bulk(port: int, token: str, trial: int, outcome: dict[str, Any]) -> None:
+    body = {"messages": [{"text": f"Dear friend, trial {trial} message {n}."} for n in range(BATCH)]}
+    try:
+        response = httpx.post(f"http://127.0.0.1:{port}/v1/messages", json=body, headers=bearer(token), timeout=300)
+        outcome["status"] = response.status_code
+    except httpx.TransportError as error:
+        outcome["status"] = type(error).__name__  # the server died before it answered
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_kill_9_during_a_bulk_write_stores_all_of_the_batch_or_none(data_dir: Path, database_url: str) -> None:
+    database = Database.open(database_url)
+    with database.sessions() as session:
+        token = create_key(session, "label", "bulk").token
+    database.close()
+    port = _free_port()
+    server = _serve(data_dir, database_url, port)
+    started = time.monotonic()
+    _bulk(port, token, -1, outcome := {})  # unkilled: how long a bulk write takes, so kills land across it
+    duration = time.monotonic() - started
+    server.kill()
+    server.wait()
+    assert outcome["status"] == 201
+    rng = random.Random(13)
+
+    for trial in range(TRIALS):
+        database = Database.open(database_url)
+        with database.sessions() as session:
+            before = session.scalar(select(func.count(Message.id)))
+        database.close()
+        server = _serve(data_dir, database_url, port)
+        outcome = {}
+        writer = threading.Thread(target=_bulk, args=(port, token, trial, outcome))
+        delay = rng.uniform(0, 1.2 * duration)
+        writer.start()
+        time.sleep(delay)
+        server.send_signal(signal.SIGKILL)
+        server.wait()
+        writer.join()
+
+        database = Database.open(database_url)  # opens clean: connects and migrates
+        with database.sessions() as session:
+            stored = session.scalar(select(func.count(Message.id))) - before
+            texts = set(session.scalars(select(Message.text).where(Message.text.like(f"% trial {trial} %"))))
+            check = session.execute(text("PRAGMA integrity_check")).scalar() if database.is_sqlite else "ok"
+        database.close()
+        record_trial(
+            "kill -9 service during a bulk write",
+            trial=trial,
+            delay_s=round(delay, 3),
+            write_s=round(duration, 3),
+            answered=outcome["status"],
+            stored=stored,
+            integrity=check,
+        )
+        assert stored in (0, BATCH) and len(texts) == stored, (trial, stored)
+        assert check == "ok"
+        if outcome["status"] == 201:
+            assert stored == BATCH  # acknowledged: all of it is there

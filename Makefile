@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 
-.PHONY: setup run test test-all check lint types train evaluate bench clean
+.PHONY: setup run test test-all check lint types train evaluate bench clean audit postgres
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,16 @@ evaluate:  ## the active model beside the baselines on the test split
 
 bench:  ## speed and memory, measured side by side in one run (bench/results/)
 	$(BIN)/python -m bench
+
+# --- reliability (issue 13) -------------------------------------------------------------------------------------
+audit:  ## known vulnerabilities of every installed package (pip-audit); fails if any package could not be audited
+	$(BIN)/pip-audit --skip-editable --strict --progress-spinner off $(foreach id,$(AUDIT_IGNORED),--ignore-vuln $(id))
+
+AUDIT_IGNORED :=  # vulnerability ids judged not to apply, each with its reason in RELIABILITY.md
+
+postgres:  ## start a local PostgreSQL for the tests under var/postgres and print the variable to export
+	@echo "export DIPLOTONE_TEST_POSTGRES_URL=$$($(BIN)/python -m tests.postgres start $(CURDIR)/var/postgres)"
+# --- end reliability ----------------------------------------------------------------------------------------------
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache

@@ -241,31 +241,35 @@ def keys_create(
 
 @keys_app.command("list")
 def keys_list(data_dir: DataDir = Path("var")) -> None:
-    """Every key: id, scope, name, created, revoked."""
-    from service.keys import list_keys
+    """Every key by its prefix (dpt_<id>_…, never the secret): scope, active or revoked, created, name."""
+    from service.keys import list_keys, shown
 
     database = _database(data_dir)
     with database.sessions() as session:
         for key in list_keys(session):
             revoked = f"revoked {key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "active"
-            typer.echo(f"{key.id}  {key.scope:<6} {revoked:<24} {key.created_at:%Y-%m-%d %H:%M}  {key.name}")
+            typer.echo(f"{shown(key.id)}  {key.scope:<6} {revoked:<24} {key.created_at:%Y-%m-%d %H:%M}  {key.name}")
     database.close()
 
 
 @keys_app.command("revoke")
 def keys_revoke(
-    key_id: Annotated[str, typer.Argument(help="the key's id (the part after dpt_)")], data_dir: DataDir = Path("var")
+    key: Annotated[str, typer.Argument(help="the key's prefix as `keys list` shows it (dpt_<id>_…), or its id")],
+    data_dir: DataDir = Path("var"),
 ) -> None:
     """Revoke a key (a running service may accept it for up to a minute more: it remembers verified keys)."""
-    from service.keys import revoke_key
+    from service.keys import key_id_in, revoke_key, shown
 
+    key_id = key_id_in(key)
+    if key_id is None:
+        raise typer.BadParameter(f"expected a key prefix dpt_<16 hex digits>_… or a key id; found {key[:24]!r}")
     database = _database(data_dir)
     with database.sessions() as session:
         revoked = revoke_key(session, key_id)
     database.close()
     if not revoked:
-        raise typer.BadParameter(f"no active key with id {key_id!r}")
-    typer.echo(f"revoked {key_id}")
+        raise typer.BadParameter(f"no active key {shown(key_id)}")
+    typer.echo(f"revoked {shown(key_id)}")
 
 
 @db_app.command("upgrade")

@@ -70,7 +70,17 @@ class Registry:
             raise FileExistsError(f"version {version} already exists in {self.root} with other files")
         self.root.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=self.root))
-        shutil.copytree(source, staging, dirs_exist_ok=True, ignore=shutil.ignore_patterns("cache"))
+        try:
+            shutil.copytree(source, staging, dirs_exist_ok=True, ignore=shutil.ignore_patterns("cache"))
+            verify_manifest(staging)  # a short write (a full disk) is caught before the version appears
+        except OSError as error:  # e.g. ENOSPC: leave no half copy behind, and say what happened
+            shutil.rmtree(staging, ignore_errors=True)
+            raise OSError(
+                error.errno, f"could not install version {version} into {self.root}: {error}; nothing was installed"
+            ) from error
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
         os.replace(staging, target)
         return target
 

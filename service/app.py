@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from anyio import to_thread
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from model import Registry, Scorer, UnknownVersion
 from model.prepare_engine import prepare_in_child
@@ -34,7 +35,7 @@ from service.model_slot import ModelSlot
 from service.process import MODEL_NICENESS, cap_heap_arenas, lower_priority, release_freed_memory, thread_ids
 from service.routes import ROUTERS
 from service.settings import Settings, get_settings
-from service.store.deps import open_store
+from service.store.deps import install_database_errors, open_store
 
 log = logging.getLogger("diplotone.service")
 
@@ -95,7 +96,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = Metrics()
     app.dependency_overrides[get_settings] = lambda: settings
     install_error_handlers(app)
+    install_database_errors(app)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    if settings.cors_origins:  # off unless configured: a key-bearing browser call from any page is not a default
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "PUT"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type"],
+            expose_headers=["Retry-After", "Location"],
+        )
     for router in ROUTERS:
         app.include_router(router)
     return app

@@ -114,6 +114,17 @@ def revoke_key(session: Session, key_id: str) -> bool:
     return True
 
 
+def shown(key_id: str) -> str:
+    """How a key is shown once issued: its prefix only, ``dpt_<id>_…`` (the secret is never shown again)."""
+    return f"{PREFIX}_{key_id}_…"
+
+
+def key_id_in(reference: str) -> str | None:
+    """The key id in what a person types to name a key: ``<id>``, ``dpt_<id>``, ``dpt_<id>_…`` or the whole key."""
+    match = re.match(rf"^(?:{PREFIX}_)?(?P<id>[0-9a-f]{{16}})(?:_.*)?$", reference.strip())
+    return match["id"] if match else None
+
+
 def key_id_of(token: str) -> str | None:
     """The public id inside a well-formed token (for error messages); None if malformed."""
     match = KEY_PATTERN.match(token)

@@ -35,6 +35,11 @@ class Settings(BaseSettings):
     )
     # Access
     score_requires_key: bool = False
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="origins whose browser pages may call the API (JSON list, e.g. "
+        "'[\"https://analysts.example\"]'); empty: no CORS headers, so browsers refuse cross-origin calls",
+    )
     # Retraining
     training_threads: int = Field(1, ge=1, description="torch threads of a retraining process")
     base_model: str | None = None  # a local Hugging Face model folder; default: the packaged MiniLM

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import errno
+import os
 import shutil
 from pathlib import Path
 
@@ -82,3 +84,28 @@ def test_seed_leaves_a_registry_that_holds_versions(shipped: Path, tiny_version:
     registry.install(tiny_version, "tiny-0001")
     registry.seed(shipped)
     assert [v.version for v in registry.versions()] == ["tiny-0001"]
+
+
+def test_disk_full_while_installing_leaves_no_half_version_and_says_so(
+    shipped: Path, tiny_version: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = Registry(tmp_path / "models")
+    registry.seed(shipped)
+    before = sorted(p.name for p in registry.root.iterdir())
+    real_copy, copied = shutil.copyfile, []
+
+    def copy_until_the_disk_fills(source: str, target: str, **kwargs: object) -> object:
+        if copied:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), target)
+        copied.append(source)
+        return real_copy(source, target, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(shutil, "copyfile", copy_until_the_disk_fills)
+    with pytest.raises(OSError, match=r"could not install version tiny-0009 .* No space left on device.*nothing was"):
+        registry.install(tiny_version, "tiny-0009")
+    monkeypatch.undo()
+
+    assert sorted(p.name for p in registry.root.iterdir()) == before  # no staging folder, no version
+    assert registry.active_version() == "2026-01-01-lora-aaaaaa"
+    registry.activate("2026-01-01-lora-aaaaaa")  # what served before still verifies
+    assert registry.install(tiny_version, "tiny-0009").is_dir()  # and the install works once there is room

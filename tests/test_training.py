@@ -310,3 +310,21 @@ def test_training_with_deletion_pairs_runs_and_loads(tiny_base: Path, tiny_corpu
     result = train(args, load_corpus(tiny_corpus), Registry(tmp_path / "models"), log=said.append)
     assert any("deletion pairs join the ranking loss" in line and not line.startswith("0 ") for line in said)
     assert 0 <= Scorer.from_pretrained(result.path).predict(["Dear friend."])[0] <= 100
+
+
+def test_gate_rejects_constant_predictions_with_the_reason() -> None:
+    predicted = np.full(4, 50.0)
+    figures = regression_metrics(predicted, np.array([10.0, 40.0, 60.0, 90.0]), list("abcd"), [], 40.0)
+    decision = gate(figures, None)
+    assert not decision.promote
+    assert decision.reasons[0] == "the candidate gives every test message the same score (spread 0.0000 points)"
+
+
+def test_gate_rejects_a_test_split_without_pairs_with_the_reason() -> None:
+    target = np.array([10.0, 40.0, 60.0, 90.0])
+    figures = regression_metrics(target + 1.0, target, list("abcd"), [], 5.0)
+    decision = gate(figures, None)
+    assert not decision.promote
+    assert decision.reasons == [
+        "the test split holds no judged pairs: expected at least one to measure pairwise accuracy"
+    ]

@@ -35,11 +35,7 @@ def gate(
     ...      {"spearman": 0.95, "pairwise_accuracy": 0.9, "interval_coverage": 0.9}).promote
     False
     """
-    reasons = [
-        f"{name} is {candidate.get(name)!r}: expected a number (a degenerate candidate, e.g. constant predictions)"
-        for name in ("spearman", "pairwise_accuracy", "interval_coverage")
-        if not math.isfinite(float(candidate.get(name, math.nan)))
-    ]
+    reasons = _degenerate(candidate)
     if reasons:  # NaN compares False with everything, so the checks below would let it through
         return GateDecision(False, reasons)
     coverage = float(candidate["interval_coverage"])
@@ -58,3 +54,24 @@ def gate(
                 f"the active model's {old_mae:.2f}"
             )
     return GateDecision(not reasons, reasons)
+
+
+MIN_SPREAD = 0.01  # points: predictions that vary less than this are one constant score
+
+
+def _degenerate(candidate: dict[str, Any]) -> list[str]:
+    """Why the candidate's figures cannot be compared at all: constant predictions, no test pairs, NaN figures."""
+    reasons, explained = [], set()
+    spread = candidate.get("prediction_spread")
+    if spread is not None and float(spread) < MIN_SPREAD:
+        reasons.append(f"the candidate gives every test message the same score (spread {float(spread):.4f} points)")
+        explained.add("spearman")  # the rank correlation of a constant is undefined
+    if candidate.get("pairs") is not None and float(candidate["pairs"]) == 0:
+        reasons.append("the test split holds no judged pairs: expected at least one to measure pairwise accuracy")
+        explained.add("pairwise_accuracy")
+    reasons += [
+        f"{name} is {candidate.get(name)!r}: expected a number (a degenerate candidate, e.g. constant predictions)"
+        for name in ("spearman", "pairwise_accuracy", "interval_coverage")
+        if name not in explained and not math.isfinite(float(candidate.get(name, math.nan)))
+    ]
+    return reasons

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
-from scipy.stats import pearsonr, spearmanr
+from scipy.stats import ConstantInputWarning, pearsonr, spearmanr
 
 from model.bands import band_of
 
@@ -30,10 +31,14 @@ def regression_metrics(
     judged = [(position[p["warmer"]], position[p["cooler"]]) for p in pairs]
     subtle = [(w, c) for w, c in judged if target[w] - target[c] < SUBTLE_GAP]
     low, high = np.clip(predicted - halfwidth, 0, 100), np.clip(predicted + halfwidth, 0, 100)
+    with warnings.catch_warnings():
+        # Constant predictions make both correlations NaN, which the gate rejects with its reason; no warning needed.
+        warnings.simplefilter("ignore", ConstantInputWarning)
+        spearman, pearson = spearmanr(predicted, target).statistic, pearsonr(predicted, target).statistic
     return {
         "n": float(len(target)),
-        "spearman": float(spearmanr(predicted, target).statistic),
-        "pearson": float(pearsonr(predicted, target).statistic),
+        "spearman": float(spearman),
+        "pearson": float(pearson),
         "mae": float(np.mean(np.abs(predicted - target))),
         "pairwise_accuracy": _ordered(predicted, judged),
         "pairs": float(len(judged)),
@@ -46,6 +51,7 @@ def regression_metrics(
         "interval_coverage": float(np.mean((target >= low) & (target <= high))),
         "interval_width": float(np.mean(high - low)),
         "mean_error": float(np.mean(predicted - target)),  # > 0: reads warmer than labelled
+        "prediction_spread": float(np.std(predicted)),  # 0: the same score for every message (a degenerate model)
     }
 
 

@@ -40,10 +40,11 @@ def data_dir(tmp_path: Path, tiny_version: Path) -> Path:
 
 
 @pytest.fixture
-def make_settings(data_dir: Path) -> Callable[..., Settings]:
+def make_settings(data_dir: Path, database_url: str) -> Callable[..., Settings]:
     def make(**overrides: Any) -> Settings:
         # The torch reference engine: the ONNX engines have their own tests (tests/test_engines.py).
-        return Settings(data_dir=data_dir, model_threads=1, **{"engine": "torch", **overrides})
+        defaults = {"engine": "torch", "database_url": database_url}
+        return Settings(data_dir=data_dir, model_threads=1, **{**defaults, **overrides})
 
     return make
 

@@ -15,6 +15,7 @@ from diplotone.cli import app as cli
 from service.app import create_app
 from service.keys import revoke_key, scope_allows
 from service.settings import Settings
+from tests.postgres import BACKENDS
 from tests.service.store_helpers import (
     FAKE_TRAINER_FAILS,
     TEXTS,
@@ -25,6 +26,12 @@ from tests.service.store_helpers import (
     store,
     use_trainer,
 )
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Every test here that touches the store runs on SQLite and on PostgreSQL."""
+    return str(request.param)
 
 
 @dataclass(frozen=True)
@@ -162,7 +169,10 @@ def test_scoring_needs_a_key_when_the_setting_asks(make_client: Callable[..., Te
     assert_problem(listing, 401, "api-key-missing")
 
 
-def test_key_created_by_the_cli_is_accepted_by_the_api(make_settings: Callable[..., Settings], data_dir: Path) -> None:
+def test_key_created_by_the_cli_is_accepted_by_the_api(
+    make_settings: Callable[..., Settings], data_dir: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DIPLOTONE_DATABASE_URL", database_url)  # the CLI finds the service's database as it would
     runner = CliRunner()
     created = runner.invoke(
         cli, ["keys", "create", "--scope", "label", "--name", "annotation tool", "--data-dir", str(data_dir)]

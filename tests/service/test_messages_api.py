@@ -15,7 +15,15 @@ from service.app import create_app
 from service.routes.timeline import build_timeline
 from service.settings import Settings
 from service.store.models import Label, Message
+from tests.postgres import BACKENDS
 from tests.service.store_helpers import TEXTS, assert_problem, bearer, database_of, issue_key, store
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Every test here that touches the store runs on SQLite and on PostgreSQL."""
+    return str(request.param)
+
 
 RELATION = {"sender": "Kim Jong Un", "recipient": "Vladimir Putin"}
 

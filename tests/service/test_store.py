@@ -20,11 +20,18 @@ from service.store.db import Database
 from service.store.models import ApiKey, Base, Label, Message, TrainingRun
 from service.store.repository import MessageFields, add_messages, add_pair, put_label
 from service.store.snapshot import write_snapshot
+from tests.postgres import BACKENDS
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Every test here that touches the store runs on SQLite and on PostgreSQL."""
+    return str(request.param)
 
 
 @pytest.fixture
-def database(tmp_path: Path) -> Iterator[Database]:
-    database = Database.open(f"sqlite:///{tmp_path / 'store.db'}")
+def database(database_url: str) -> Iterator[Database]:
+    database = Database.open(database_url)
     yield database
     database.close()
 
@@ -49,12 +56,11 @@ def test_upgrade_creates_the_schema_of_the_models(database: Database) -> None:
     assert differences == []
 
 
-def test_open_twice_keeps_data_and_schema_version(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'store.db'}"
-    first = Database.open(url)
+def test_open_twice_keeps_data_and_schema_version(database_url: str) -> None:
+    first = Database.open(database_url)
     ids = _store(first, "Dear friend.")
     first.close()
-    second = Database.open(url)
+    second = Database.open(database_url)
     with second.engine.connect() as connection:
         version = connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar_one()
     with second.sessions() as session:
@@ -65,12 +71,14 @@ def test_open_twice_keeps_data_and_schema_version(tmp_path: Path) -> None:
     assert ids == [1]
 
 
-def test_open_sqlite_sets_wal_busy_timeout_and_foreign_keys(database: Database) -> None:
+def test_open_sqlite_sets_wal_busy_timeout_and_foreign_keys(tmp_path: Path) -> None:
+    database = Database.open(f"sqlite:///{tmp_path / 'store.db'}")
     with database.engine.connect() as connection:
         pragmas = {
             name: connection.exec_driver_sql(f"PRAGMA {name}").scalar_one()
             for name in ("journal_mode", "busy_timeout", "foreign_keys")
         }
+    database.close()
     assert pragmas == {"journal_mode": "wal", "busy_timeout": 30_000, "foreign_keys": 1}
 
 

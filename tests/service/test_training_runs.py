@@ -26,6 +26,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from model import Registry
+from model.artifacts import verify_manifest
 from service.app import create_app
 from service.jobs import TrainingJobs
 from service.settings import Settings
@@ -43,6 +44,7 @@ from tests.service.store_helpers import (
     store,
     use_trainer,
 )
+from tests.trials import TRIALS, record_trial
 
 RUN_TIMEOUT_S = 180.0
 
@@ -342,3 +344,46 @@ def test_get_unknown_training_run_is_404(client: TestClient) -> None:
     response = client.get("/v1/training-runs/7")
 
     assert assert_problem(response, 404, "training-run-not-found")["detail"] == "no training run 7"
+
+
+def test_training_run_killed_at_random_moments_fails_and_keeps_registry_and_active_model(
+    trainer_client: Callable[..., TestClient], data_dir: Path
+) -> None:
+    """kill -9 of the trainer from its first instant to the end of its run, ``TRIALS`` times (tests/trials.py)."""
+    client = trainer_client(training_max_steps=40)
+    admin = bearer(issue_key(client, "admin"))
+    registry = Registry(data_dir / "models")
+    rng = random.Random(29)
+    for trial in range(TRIALS):
+        before = {v.version for v in registry.versions()}
+        started = client.post("/v1/training-runs", headers=admin).json()
+        delay = rng.uniform(0, 20.0)
+        time.sleep(delay)
+        try:
+            os.kill(started_pid(client, started["id"]), signal.SIGKILL)
+            killed = True
+        except ProcessLookupError:
+            killed = False  # the run had already ended
+        _jobs(client).wait(RUN_TIMEOUT_S)
+        run = client.get(f"/v1/training-runs/{started['id']}").json()
+        versions = {v.version for v in registry.versions()}
+        for version in versions:
+            verify_manifest(registry.path(version))  # every version whole: none half-written
+        active = registry.active_version()
+        record_trial(
+            "kill -9 training run",
+            trial=trial,
+            delay_s=round(delay, 3),
+            killed=killed,
+            status=run["status"],
+            new_versions=sorted(versions - before),
+            active=active,
+        )
+        if run["status"] == "failed":
+            assert run["error"] == "the training process was killed by SIGKILL" and not run["promoted"]
+            assert active == "tiny-weak"
+        else:  # it finished before the kill landed: its outcome stands
+            assert run["status"] in ("promoted", "rejected")
+            registry.activate("tiny-weak")  # the next trial starts from the same active model
+            client.post("/v1/models/tiny-weak/activate", headers=admin)
+        assert _served(client) == registry.active_version()

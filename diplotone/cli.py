@@ -139,8 +139,8 @@ def evaluate(
     data_dir: DataDir = Path("var"),
 ) -> None:
     """Evaluate a version on the test split, beside the baselines, with the same figures for each."""
-    from training import baselines as baseline_models
     from model.contract import CORPUS_DIR
+    from training import baselines as baseline_models
     from training.corpus import load_corpus
     from training.evaluation import evaluate_scorer, scores_only
     from training.metrics import SUBTLE_GAP

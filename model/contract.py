@@ -27,7 +27,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
-CORPUS_DIR = Path(__file__).resolve().parent.parent / "training" / "data"  # the corpus bundled with the code
+SOURCE_ROOT = Path(__file__).resolve().parent.parent  # holds model/, training/ and service/: where the trainer runs
+CORPUS_DIR = SOURCE_ROOT / "training" / "data"  # the corpus bundled with the code
 MESSAGES_FILE, PAIRS_FILE = "messages.jsonl", "pairs.jsonl"
 CORPUS_FILES = (MESSAGES_FILE, PAIRS_FILE)
 SPLITS = ("train", "validation", "test")

@@ -17,6 +17,7 @@ from typing import Any
 from datasets import Dataset, Features, Value
 
 from model.contract import CORPUS_DIR, MESSAGES_FILE, PAIRS_FILE, SPLITS, read_jsonl, read_snapshot_file
+
 REQUIRED: dict[str, type | tuple[type, ...]] = {
     "id": str,
     "text": str,

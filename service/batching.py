@@ -123,12 +123,17 @@ class Batcher:
 
     @overload
     async def score(
-        self, texts: Sequence[str], *, timeout_s: float, abandon: Awaitable[None] | None = None
+        self, texts: Sequence[str], *, timeout_s: float, abandon: Callable[[], Awaitable[None]] | None = None
     ) -> list[ScoreResult]: ...
 
     @overload
     async def score(
-        self, texts: Sequence[str], finish: Finish[T], *, timeout_s: float, abandon: Awaitable[None] | None = None
+        self,
+        texts: Sequence[str],
+        finish: Finish[T],
+        *,
+        timeout_s: float,
+        abandon: Callable[[], Awaitable[None]] | None = None,
     ) -> T: ...
 
     async def score(
@@ -137,15 +142,15 @@ class Batcher:
         finish: Finish[Any] = keep_results,
         *,
         timeout_s: float,
-        abandon: Awaitable[None] | None = None,
+        abandon: Callable[[], Awaitable[None]] | None = None,
     ) -> Any:
         """Score ``texts`` within ``timeout_s``: ``finish(scorer, results)``, computed on the worker thread.
 
-        Raises ``DeadlineExceeded`` when the deadline passes first, ``ClientGone`` when ``abandon`` (a wait for the
-        client's disconnect) ends first (either way the texts leave the queue unscored), and what ``submit`` raises.
+        Raises ``DeadlineExceeded`` when the deadline passes first, ``ClientGone`` when what ``abandon()`` awaits (the
+        client's disconnect) comes first (either way the texts leave the queue unscored), and what ``submit`` raises.
         """
         deadline = time.monotonic() + timeout_s
-        gone = asyncio.ensure_future(abandon) if abandon is not None else None
+        gone = asyncio.ensure_future(abandon()) if abandon is not None else None
         job: _Job | None = None
         try:
             tokens = await to_thread.run_sync(self.count_tokens, texts)  # tokenizing a long text takes milliseconds

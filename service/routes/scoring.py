@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Request
@@ -69,7 +70,7 @@ async def score(
     items = body.items()
     fields = ["text"] if body.single else [f"texts[{i}]" for i in range(len(items))]
     texts = check_texts({field: item.text for field, item in zip(fields, items, strict=True)}, settings)
-    results = await batcher.score(texts, timeout_s=settings.request_timeout_s, abandon=_disconnected(request))
+    results = await batcher.score(texts, timeout_s=settings.request_timeout_s, abandon=partial(_disconnected, request))
     scored = [{**result.to_dict(), **item.echo()} for item, result in zip(items, results, strict=True)]
     if body.single:
         return ScoreResponse.model_validate(scored[0])
@@ -91,7 +92,7 @@ async def compare(
     a, b = body.a, body.b
     texts = check_texts({"a": a.text, "b": b.text}, settings)
     comparison = await batcher.score(
-        texts, _compare_pair, timeout_s=settings.request_timeout_s, abandon=_disconnected(request)
+        texts, _compare_pair, timeout_s=settings.request_timeout_s, abandon=partial(_disconnected, request)
     )
     data = comparison.to_dict()
     data["a"].update(a.echo())

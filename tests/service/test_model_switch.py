@@ -64,7 +64,7 @@ def test_activate_a_version_that_fails_its_probe_moves_nothing(registry: Registr
     switch = ModelSwitch(registry, slot, load=lambda folder: _load(folder, failing="tiny-0002"))
     switch.serve_active()
 
-    with pytest.raises(RuntimeError, match="scored the probe text 140.0"):
+    with pytest.raises(RuntimeError, match=r"scored the probe text 140\.0"):
         switch.activate("tiny-0002")
 
     assert (slot.current().version, registry.active_version()) == ("tiny-0001", "tiny-0001")

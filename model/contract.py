@@ -32,6 +32,7 @@ CORPUS_DIR = SOURCE_ROOT / "training" / "data"  # the corpus bundled with the co
 MESSAGES_FILE, PAIRS_FILE = "messages.jsonl", "pairs.jsonl"
 CORPUS_FILES = (MESSAGES_FILE, PAIRS_FILE)
 SPLITS = ("train", "validation", "test")
+STORED_PREFIX = "stored-"  # the ids, in a snapshot, of the messages labelled in the service
 PROGRESS_FILE, OUTCOME_FILE = "progress.json", "outcome.json"
 
 Record = TypeVar("Record", "RunProgress", "RunOutcome")

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from model.contract import MESSAGES_FILE, PAIRS_FILE, read_jsonl, write_snapshot_file
+from model.contract import MESSAGES_FILE, PAIRS_FILE, STORED_PREFIX, read_jsonl, write_snapshot_file
 from service.store.models import Message, Pair
 from service.store.repository import all_pairs, labelled_messages
 
@@ -66,7 +66,7 @@ def _record(message: Message, group: str) -> dict[str, Any]:
 
 
 def _snapshot_id(message_id: int) -> str:
-    return f"stored-{message_id}"
+    return f"{STORED_PREFIX}{message_id}"
 
 
 def _groups(ids: list[int], pairs: list[Pair]) -> dict[int, str]:

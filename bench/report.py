@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
+
+from model.contract import write_atomically
 
 LENGTH = "200"  # words per message of the targets
 
@@ -128,9 +129,7 @@ def write(results: dict[str, Any], out: Path) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = out / "latest.json", out / "latest.md"
     for path, text in zip(paths, (json.dumps(results, indent=2) + "\n", markdown(results)), strict=True):
-        temporary = path.with_suffix(path.suffix + ".tmp")
-        temporary.write_text(text)
-        os.replace(temporary, path)
+        write_atomically(path, text)
     return paths
 
 

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-CORPUS = Path(__file__).resolve().parent.parent / "training" / "data" / "messages.jsonl"
+from model.contract import CORPUS_DIR, MESSAGES_FILE, read_jsonl
+
+CORPUS = CORPUS_DIR / MESSAGES_FILE
 
 
 def corpus_texts(path: Path = CORPUS, split: str = "test") -> list[str]:
     """The texts of one split of ``messages.jsonl``, in file order."""
     if not path.is_file():
         raise FileNotFoundError(f"expected the corpus at {path}; found no such file")
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = read_jsonl(path)
     texts = [record["text"] for record in records if record.get("split") == split]
     if not texts:
         raise ValueError(f"expected messages with split {split!r} in {path}; found none among {len(records)}")

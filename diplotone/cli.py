@@ -99,14 +99,15 @@ def train(
     into model/shipped/ as the default that the service seeds itself with."""
     import tempfile
 
+    from model.contract import CORPUS_DIR
     from model.registry import SHIPPED, Registry
     from training.args import TrainArgs
-    from training.corpus import DATA_DIR, load_corpus, load_snapshot
+    from training.corpus import load_corpus, load_snapshot
     from training.pipeline import retrain
     from training.pipeline import ship as ship_version
     from training.pipeline import train as run_training
 
-    corpus = load_snapshot(snapshot) if snapshot else load_corpus(data or DATA_DIR)
+    corpus = load_snapshot(snapshot) if snapshot else load_corpus(data or CORPUS_DIR)
     overrides: dict[str, Any] = {"epochs": epochs} if epochs else {}
     args = TrainArgs(base=base, threads=threads, seed=seed, deletion_pairs=deletion_pairs, **overrides)
     if ship:
@@ -116,11 +117,13 @@ def train(
         return
     registry = Registry(data_dir / "models")
     registry.seed()
-    outcome = retrain(args, corpus, registry, promote=True, log=typer.echo)
-    if outcome["promoted"]:
-        typer.echo(f"promoted {outcome['version']} (was {outcome['previous']})")
+    outcome = retrain(args, corpus, registry, log=typer.echo)
+    assert outcome.version is not None  # retrain raises rather than report an error
+    if outcome.passed:
+        registry.activate(outcome.version)  # the command line's own promotion; a running service is not told
+        typer.echo(f"promoted {outcome.version} (was {outcome.previous})")
     else:
-        typer.echo(f"kept {outcome['previous']}; {outcome['version']} rejected: " + "; ".join(outcome["reasons"]))
+        typer.echo(f"kept {outcome.previous}; {outcome.version} rejected: " + "; ".join(outcome.reasons))
 
 
 @app.command()
@@ -136,12 +139,13 @@ def evaluate(
     data_dir: DataDir = Path("var"),
 ) -> None:
     """Evaluate a version on the test split, beside the baselines, with the same figures for each."""
+    from model.contract import CORPUS_DIR
     from training import baselines as baseline_models
-    from training.corpus import DATA_DIR, load_corpus
+    from training.corpus import load_corpus
     from training.evaluation import evaluate_scorer, scores_only
     from training.metrics import SUBTLE_GAP
 
-    corpus = load_corpus(data or DATA_DIR).with_test_ids(test_ids)
+    corpus = load_corpus(data or CORPUS_DIR).with_test_ids(test_ids)
     if not len(corpus.split("test")):
         raise typer.BadParameter(f"no test message has an id starting with {test_ids!r}", param_hint="--test-ids")
     scorer = _scorer(model, data_dir)

@@ -113,3 +113,19 @@ def collate_windows(windows: Sequence[Window], cls_id: int, sep_id: int, pad_id:
         token_sentences[row, 1 : n + 1] = torch.tensor(window.token_sentences, dtype=torch.long)
     window_message = torch.tensor([w.message for w in windows], dtype=torch.long)
     return WindowBatch(input_ids, attention_mask, pool_mask, token_sentences, window_message)
+
+
+def count_tokens(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_tokens: int) -> list[int]:
+    """Tokens the encoder reads for each text: its word pieces plus [CLS] and [SEP] for each window it needs.
+
+    A budget, counted without the sentence packing: a text whose sentences pack unevenly may take one window more.
+
+    >>> count_tokens(tokenizer, ["Dear friend"], 256)  # doctest: +SKIP
+    [4]
+    """
+    capacity = max_tokens - 2  # room for [CLS] and [SEP]
+    tokenized = tokenizer(
+        list(texts), add_special_tokens=False, return_attention_mask=False, return_token_type_ids=False, verbose=False
+    )
+    pieces: list[list[int]] = tokenized["input_ids"]
+    return [len(ids) + 2 * max(1, -(-len(ids) // capacity)) for ids in pieces]

@@ -1,8 +1,11 @@
 """The model registry: a folder per version under ``<data dir>/models`` and an ``active`` pointer.
 
-The pointer is a one-line file replaced with ``os.replace``, which is atomic on POSIX: a reader sees the old version
-or the new one, never a torn write. A version is copied in under a temporary name and renamed, so a crash mid-copy
-leaves no half version behind.
+The pointer is a one-line file replaced atomically (``model.contract.write_atomically``): a reader sees the old
+version or the new one, never a torn write. Besides ``seed`` on a first start, the pointer moves in two places only:
+the service's model switch (``service.model_slot.ModelSwitch``, after loading and probing the version) and the command
+line (``diplotone models activate``, ``diplotone train``). A training run started by the service never moves it.
+
+A version is copied in under a temporary name and renamed, so a crash mid-copy leaves no half version behind.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from model.artifacts import verify_manifest
+from model.contract import write_atomically
 from model.errors import UnknownVersion
 
 ACTIVE = "active"
@@ -29,9 +33,6 @@ class VersionInfo:
     active: bool
     metrics: dict[str, Any]
     created: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"version": self.version, "active": self.active, "created": self.created, "metrics": self.metrics}
 
 
 class Registry:
@@ -115,12 +116,7 @@ class Registry:
         """Point ``active`` at ``version`` after checking its files; atomic."""
         folder = self.path(version)
         verify_manifest(folder)
-        fd, temporary = tempfile.mkstemp(prefix=".active.", dir=self.root)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(version + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, self.root / ACTIVE)
+        write_atomically(self.root / ACTIVE, version + "\n")
         return folder
 
     def _info(self, folder: Path, active: bool) -> VersionInfo:

@@ -1,17 +1,21 @@
-"""The FastAPI app factory and its lifespan.
+"""The FastAPI app factory and its lifespan: what is built at start-up, in which order, and put on ``app.state``.
 
 ``create_app`` builds the app; the lifespan opens each of ``RESOURCES`` in order (and closes them in reverse):
-today the model (registry seeded on first start, active version loaded, probe scored, batcher started). A part that
-needs start-up work (the message store, training jobs) adds its own async context manager to ``RESOURCES`` and its
-router to ``service.routes.ROUTERS``; everything it builds goes on ``app.state``, next to ``settings``, ``metrics``,
-``registry``, ``model_slot`` and ``batcher``.
+
+1. ``open_store``: the database (migrated) and the API key verifier: ``database``, ``key_verifier``;
+2. ``serve_model``: the registry (seeded on first start), the model slot and the model switch, which loads the
+   active version and proves it can score; then the batcher: ``registry``, ``model_slot``, ``model_switch``,
+   ``batcher``;
+3. ``run_training_jobs``: the training jobs, after failing runs a crashed process left "running": ``training_jobs``.
+
+``settings`` and ``metrics`` are there from ``create_app`` on. Routes read all of it through ``service.deps``. A new
+part adds its own async context manager to ``RESOURCES`` and its router to ``service.routes.ROUTERS``.
 
 Serve with ``uvicorn --factory service.app:create_app`` (what ``diplotone serve`` and ``make run`` do).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
@@ -26,20 +30,34 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from model import Registry, Scorer, UnknownVersion
+from model.contract import CORPUS_DIR, split_texts
 from model.prepare_engine import prepare_in_child
 from service.batching import Batcher
 from service.errors import install_error_handlers
-from service.jobs import BUNDLED_CORPUS, run_training_jobs
+from service.jobs import TrainingJobs, TrainingPlan
+from service.keys import KeyVerifier
 from service.metrics import Metrics, MetricsMiddleware
-from service.model_slot import ModelSlot
+from service.model_slot import ModelSlot, ModelSwitch
 from service.process import MODEL_NICENESS, cap_heap_arenas, lower_priority, release_freed_memory, thread_ids
 from service.routes import ROUTERS
 from service.settings import Settings, get_settings
-from service.store.deps import install_database_errors, open_store
+from service.store.db import Database
 
 log = logging.getLogger("diplotone.service")
 
 Resource = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
+
+@asynccontextmanager
+async def open_store(app: FastAPI) -> AsyncIterator[None]:
+    """Open the database (migrating it to the latest schema) and the API key verifier."""
+    settings: Settings = app.state.settings
+    database = await to_thread.run_sync(Database.open, settings.sqlalchemy_url)
+    app.state.database, app.state.key_verifier = database, KeyVerifier()
+    try:
+        yield
+    finally:
+        database.close()
 
 
 @asynccontextmanager
@@ -50,9 +68,9 @@ async def serve_model(app: FastAPI) -> AsyncIterator[None]:
     torch.set_num_threads(settings.model_threads)
     registry = Registry(settings.models_dir)
     slot = ModelSlot()
-    load = model_loader(settings)
+    switch = ModelSwitch(registry, slot, model_loader(settings))  # every later version loads the same way
     # Loading and probing are blocking model work: keep them off the event loop like every other model call.
-    await to_thread.run_sync(_load_active, registry, slot, load)
+    await to_thread.run_sync(_serve_active, registry, switch)
     batcher = Batcher(
         slot,
         batch_tokens=settings.batch_tokens,
@@ -61,14 +79,27 @@ async def serve_model(app: FastAPI) -> AsyncIterator[None]:
         max_requests=settings.max_batch_requests,
     )
     app.state.metrics.watch(lambda: batcher.depth, lambda: slot.probe.model_version if slot.ready else None)
-    app.state.registry, app.state.model_slot, app.state.batcher = registry, slot, batcher
-    app.state.load_scorer = load  # how any later version is loaded too (activation, promotion)
+    app.state.registry, app.state.model_slot, app.state.model_switch = registry, slot, switch
+    app.state.batcher = batcher
     batcher.start()
-    log.info("serving model %s on engine %s from %s", slot.current().version, slot.current().engine.name, registry.root)
     try:
         yield
     finally:
         await to_thread.run_sync(batcher.stop)
+
+
+@asynccontextmanager
+async def run_training_jobs(app: FastAPI) -> AsyncIterator[None]:
+    """The training jobs, after the store and the model are up; a running trainer is ended at shutdown."""
+    jobs = TrainingJobs(app.state.database, TrainingPlan.from_settings(app.state.settings), app.state.model_switch)
+    orphans = await to_thread.run_sync(jobs.recover)
+    if orphans:
+        log.warning("marked training runs %s failed: the service restarted while they ran", orphans)
+    app.state.training_jobs = jobs
+    try:
+        yield
+    finally:
+        await to_thread.run_sync(jobs.stop)
 
 
 RESOURCES: list[Resource] = [open_store, serve_model, run_training_jobs]
@@ -96,7 +127,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = Metrics()
     app.dependency_overrides[get_settings] = lambda: settings
     install_error_handlers(app)
-    install_database_errors(app)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     if settings.cors_origins:  # off unless configured: a key-bearing browser call from any page is not a default
         app.add_middleware(
@@ -119,7 +149,7 @@ def model_loader(settings: Settings) -> Callable[[Path], Scorer]:
         load = partial(Scorer.from_pretrained, engine="torch")
         prepare: Callable[[Path], bool] | None = None
     else:
-        texts = _split_texts((settings.corpus_dir or BUNDLED_CORPUS) / "messages.jsonl")
+        texts = split_texts(settings.corpus_dir or CORPUS_DIR, ("train", "test"))
         if not texts["test"]:
             log.warning("engine %s will serve without a parity check: no test-split texts found", settings.engine)
         onnx: dict[str, Any] = {
@@ -147,25 +177,14 @@ CALIBRATION_TEXTS = 64  # train-split messages whose activations set the int8 sm
 HEAP_ARENAS = 2  # one per model thread is enough; more only holds freed memory per thread (see service.process)
 
 
-def _split_texts(path: Path) -> dict[str, list[str]]:
-    texts: dict[str, list[str]] = {"train": [], "test": []}
-    if not path.is_file():
-        return texts
-    for line in path.read_text().splitlines():
-        record = json.loads(line) if line.strip() else {}
-        if record.get("split") in texts:
-            texts[record["split"]].append(record["text"])
-    return texts
-
-
-def _load_active(registry: Registry, slot: ModelSlot, load: Callable[[Path], Scorer]) -> None:
+def _serve_active(registry: Registry, switch: ModelSwitch) -> None:
     registry.seed()  # first start: install the shipped versions and activate the newest
     if not registry.versions():
         raise UnknownVersion(
             f"the registry {registry.root} holds no model version and none is shipped in model/shipped; "
             "train one with `diplotone train --ship` or install one into the registry"
         )
-    slot.swap(load(registry.active_path()))
+    switch.serve_active()
 
 
 def _version() -> str:

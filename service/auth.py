@@ -13,10 +13,10 @@ from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from starlette import status
 
+from service.deps import get_database, get_key_verifier
 from service.errors import ServiceError
-from service.keys import KeyVerifier, Principal, key_id_of
+from service.keys import Principal, key_id_of
 from service.settings import Settings, get_settings
-from service.store.deps import get_database
 
 _bearer = HTTPBearer(auto_error=False, description="an API key: `Authorization: Bearer dpt_<id>_<secret>`")
 _header = APIKeyHeader(name="X-API-Key", auto_error=False, description="an API key: `X-API-Key: dpt_<id>_<secret>`")
@@ -58,14 +58,6 @@ class ScopeTooLow(ServiceError):
             required=required,
             found=principal.scope,
         )
-
-
-def get_key_verifier(request: Request) -> KeyVerifier:
-    """The app's key verifier (made at startup); one per app so that tests never share a memory of keys."""
-    verifier: KeyVerifier | None = getattr(request.app.state, "key_verifier", None)
-    if verifier is None:
-        verifier = request.app.state.key_verifier = KeyVerifier()
-    return verifier
 
 
 def _presented_key(

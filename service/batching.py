@@ -1,20 +1,23 @@
-"""Micro-batching: concurrent scoring requests share model calls, and the model never runs on the event loop.
+"""Micro-batching: the one way a scoring request reaches the model, which never runs on the event loop.
+
+``Batcher.score`` is that way: it counts the request's tokens with the serving model's tokenizer (on a worker thread,
+as text-embeddings-inference does before queueing), queues the texts, and waits for their results until the
+request's deadline, the one place where the deadline is enforced.
 
 One dedicated worker thread loops: wait until something is queued, take everything queued (oldest first) up to
-``batch_tokens`` estimated tokens (and at most ``max_requests`` requests, when set), score it in one ``Scorer.score``
-call, hand each request its slice. ``max_requests=1`` turns batching off (one request per model call) without
-changing how a request's own texts are batched: the baseline that ``make bench`` measures the batcher against.
-There is no fixed wait to gather a batch: a lone request is scored at once, and whatever arrives while the model is
-busy forms the next batch, so batches grow exactly when load does.
+``batch_tokens`` tokens (and at most ``max_requests`` requests, when set), score it in one ``Scorer.score`` call, hand
+each request its slice. ``max_requests=1`` turns batching off (one request per model call) without changing how a
+request's own texts are batched: the baseline that ``make bench`` measures the batcher against. There is no fixed
+wait to gather a batch: a lone request is scored at once, and whatever arrives while the model is busy forms the next
+batch, so batches grow exactly when load does.
 
 Back-pressure and abandonment:
 
 - the queue holds at most ``queue_size`` texts; ``submit`` raises ``QueueFull`` (429) beyond that, with a Retry-After
   estimated from recent throughput. A request larger than the whole queue is still taken when the queue is empty, so
   every request within ``max_texts`` can be served;
-- a request whose future is cancelled (its client went away, or it timed out) leaves the queue at once and is skipped
-  if the worker already took it;
-- a request whose deadline passed while queued is failed with ``DeadlineExceeded`` (503) instead of scored.
+- a request whose future is cancelled (its client went away, or its deadline passed) leaves the queue at once and is
+  skipped if the worker already took it; a deadline that passes fails the request with ``DeadlineExceeded`` (503).
 
 Futures are resolved on their own event loop through ``call_soon_threadsafe``.
 """
@@ -28,12 +31,15 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
+from anyio import to_thread
+
 from model import Scorer, ScoreResult
-from service.errors import DeadlineExceeded, NotReady, QueueFull
+from model.encoding import count_tokens
+from service.errors import ClientGone, DeadlineExceeded, NotReady, QueueFull
 from service.metrics import Metrics
 from service.model_slot import ModelSlot
 from service.process import lower_priority
@@ -44,11 +50,6 @@ Finish = Callable[[Scorer, list[ScoreResult]], T]
 log = logging.getLogger("diplotone.batching")
 
 
-def estimate_tokens(text: str) -> int:
-    """A cheap token count for budgeting (~4 characters a word piece, plus [CLS] and [SEP])."""
-    return len(text) // 4 + 2
-
-
 def keep_results(scorer: Scorer, results: list[ScoreResult]) -> list[ScoreResult]:
     """The default ``finish``: the score results themselves."""
     return results
@@ -57,23 +58,19 @@ def keep_results(scorer: Scorer, results: list[ScoreResult]) -> list[ScoreResult
 @dataclass(eq=False)
 class _Job:
     texts: list[str]
+    tokens: int  # what the encoder reads for all of them (model.encoding.count_tokens)
     finish: Finish[Any]
     future: asyncio.Future[Any]
     loop: asyncio.AbstractEventLoop
-    deadline: float  # time.monotonic() seconds
-    timeout_s: float
-    tokens: int = field(init=False)
     abandoned: bool = False  # set on the event loop when the future is cancelled; read by the worker
-
-    def __post_init__(self) -> None:
-        self.tokens = sum(estimate_tokens(text) for text in self.texts)
+    dropped_because: str = "cancelled"  # the reason counted if it leaves the queue unscored
 
 
 class Batcher:
     """Gathers scoring requests into model batches on a dedicated thread.
 
     >>> batcher = Batcher(slot, batch_tokens=2048, queue_size=256); batcher.start()  # doctest: +SKIP
-    >>> results = await batcher.submit(["Dear friend ..."], timeout_s=30)  # doctest: +SKIP
+    >>> results = await batcher.score(["Dear friend ..."], timeout_s=30)  # doctest: +SKIP
     """
 
     def __init__(
@@ -90,7 +87,7 @@ class Batcher:
         self.max_requests = max_requests  # requests per model call; None: as many as the token budget allows
         self.queue_size = queue_size
         self.metrics = metrics
-        self._queue: deque[_Job] = deque()
+        self._waiting: deque[_Job] = deque()
         self._depth = 0  # texts in the queue
         self._changed = threading.Condition()
         self._stopping = False
@@ -116,8 +113,8 @@ class Batcher:
         """Finish the batch in flight, fail what is still queued with ``NotReady``, and end the worker."""
         with self._changed:
             self._stopping = True
-            left, self._depth = list(self._queue), 0
-            self._queue.clear()
+            left, self._depth = list(self._waiting), 0
+            self._waiting.clear()
             self._changed.notify_all()
         for job in left:
             _settle(job, error=NotReady("the service is shutting down; the request was not scored"))
@@ -125,39 +122,98 @@ class Batcher:
             self._thread.join()
 
     @overload
-    def submit(self, texts: Sequence[str], *, timeout_s: float) -> asyncio.Future[list[ScoreResult]]: ...
+    async def score(
+        self, texts: Sequence[str], *, timeout_s: float, abandon: Callable[[], Awaitable[None]] | None = None
+    ) -> list[ScoreResult]: ...
 
     @overload
-    def submit(self, texts: Sequence[str], finish: Finish[T], *, timeout_s: float) -> asyncio.Future[T]: ...
+    async def score(
+        self,
+        texts: Sequence[str],
+        finish: Finish[T],
+        *,
+        timeout_s: float,
+        abandon: Callable[[], Awaitable[None]] | None = None,
+    ) -> T: ...
+
+    async def score(
+        self,
+        texts: Sequence[str],
+        finish: Finish[Any] = keep_results,
+        *,
+        timeout_s: float,
+        abandon: Callable[[], Awaitable[None]] | None = None,
+    ) -> Any:
+        """Score ``texts`` within ``timeout_s``: ``finish(scorer, results)``, computed on the worker thread.
+
+        Raises ``DeadlineExceeded`` when the deadline passes first, ``ClientGone`` when what ``abandon()`` awaits (the
+        client's disconnect) comes first (either way the texts leave the queue unscored), and what ``submit`` raises.
+        """
+        deadline = time.monotonic() + timeout_s
+        gone = asyncio.ensure_future(abandon()) if abandon is not None else None
+        job: _Job | None = None
+        try:
+            tokens = await to_thread.run_sync(self.count_tokens, texts)  # tokenizing a long text takes milliseconds
+            job = self._enqueue(list(texts), sum(tokens), finish)
+            waiting: set[asyncio.Future[Any]] = {job.future} if gone is None else {job.future, gone}
+            left = max(0.0, deadline - time.monotonic())
+            done, _ = await asyncio.wait(waiting, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            if job.future in done:
+                return job.future.result()
+            if gone is not None and gone in done:
+                raise ClientGone()
+            job.dropped_because = "deadline"
+            raise DeadlineExceeded(timeout_s)
+        finally:
+            if job is not None:
+                job.future.cancel()  # a no-op once resolved; otherwise the request leaves the queue
+            if gone is not None:
+                gone.cancel()
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """The tokens the serving model's encoder reads for each text, counted with its tokenizer."""
+        scorer = self.slot.current()
+        return count_tokens(scorer.tokenizer, texts, scorer.max_tokens)
+
+    @overload
+    def submit(self, texts: Sequence[str], *, tokens: int | None = None) -> asyncio.Future[list[ScoreResult]]: ...
+
+    @overload
+    def submit(self, texts: Sequence[str], finish: Finish[T], *, tokens: int | None = None) -> asyncio.Future[T]: ...
 
     def submit(
-        self, texts: Sequence[str], finish: Finish[Any] = keep_results, *, timeout_s: float
+        self, texts: Sequence[str], finish: Finish[Any] = keep_results, *, tokens: int | None = None
     ) -> asyncio.Future[Any]:
-        """Queue ``texts`` for scoring; the future gets ``finish(scorer, results)``, computed on the worker thread.
+        """Queue ``texts`` (``tokens`` in all; counted here, on the calling thread, if not given) and return the
+        future of ``finish(scorer, results)``. ``score`` is this with the deadline and the count off the event loop.
 
         Call from the event loop. Raises ``QueueFull`` when the queue has no room and ``NotReady`` when stopped.
         Cancelling the future withdraws the request.
         """
+        counted = sum(self.count_tokens(texts)) if tokens is None else tokens
+        return self._enqueue(list(texts), counted, finish).future
+
+    def _enqueue(self, texts: list[str], tokens: int, finish: Finish[Any]) -> _Job:
         loop = asyncio.get_running_loop()
-        job = _Job(list(texts), finish, loop.create_future(), loop, time.monotonic() + timeout_s, timeout_s)
+        job = _Job(texts, tokens, finish, loop.create_future(), loop)
         with self._changed:
             if not self.running:
                 raise NotReady("the scoring worker is not running")
             if self._depth and self._depth + len(job.texts) > self.queue_size:
                 raise QueueFull(self._depth, len(job.texts), self.queue_size, self._retry_after())
-            self._queue.append(job)
+            self._waiting.append(job)
             self._depth += len(job.texts)
             self._changed.notify()
         job.future.add_done_callback(lambda future: self._withdraw(job) if future.cancelled() else None)
-        return job.future
+        return job
 
     def _withdraw(self, job: _Job) -> None:
         job.abandoned = True
         with self._changed:
-            if job in self._queue:
-                self._queue.remove(job)
+            if job in self._waiting:
+                self._waiting.remove(job)
                 self._depth -= len(job.texts)
-                self._count_dropped("cancelled")
+                self._count_dropped(job.dropped_because)
 
     def _retry_after(self) -> int:
         return max(1, math.ceil(self._seconds_per_text * self._depth))
@@ -172,14 +228,14 @@ class Batcher:
     def _next_batch(self) -> list[_Job] | None:
         """Block until something is queued; take the oldest jobs up to the budgets (always at least one)."""
         with self._changed:
-            while not self._queue and not self._stopping:
+            while not self._waiting and not self._stopping:
                 self._changed.wait()
             if self._stopping:
                 return None
             batch: list[_Job] = []
             tokens = 0
-            while self._queue and (not batch or self._fits(len(batch), tokens + self._queue[0].tokens)):
-                job = self._queue.popleft()
+            while self._waiting and (not batch or self._fits(len(batch), tokens + self._waiting[0].tokens)):
+                job = self._waiting.popleft()
                 self._depth -= len(job.texts)
                 batch.append(job)
                 tokens += job.tokens
@@ -191,11 +247,7 @@ class Batcher:
 
     def _still_wanted(self, job: _Job) -> bool:
         if job.abandoned:
-            self._count_dropped("cancelled")
-            return False
-        if time.monotonic() > job.deadline:
-            self._count_dropped("deadline")
-            _settle(job, error=DeadlineExceeded(job.timeout_s))
+            self._count_dropped(job.dropped_because)
             return False
         return True
 

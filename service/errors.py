@@ -1,8 +1,11 @@
 """Every error the API returns, as ``application/problem+json`` (RFC 9457), mapped in this one place.
 
-Domain errors come from ``model.errors``; the service adds its own (``ServiceError`` and subclasses) for limits and
-back-pressure. ``install_error_handlers`` registers one handler for all of them, for FastAPI's request validation
-errors, for Starlette's HTTP errors and for anything unexpected (a 500 that carries no stack trace).
+Each problem type is declared once: a ``ServiceError`` subclass carries its own status, slug and title (those of the
+service here, the key checks' in ``service.auth``, the store's in ``service.store.repository``); the domain errors of
+``model.errors`` get theirs from ``_DOMAIN``. ``install_error_handlers`` registers one handler for all of them, for
+FastAPI's request validation errors, for Starlette's HTTP errors and for anything unexpected (a 500 that carries no
+stack trace). ``problem_responses`` builds a route's OpenAPI error examples from error instances through the same
+code, so an example is exactly the body the handler gives that error.
 
 A problem body reads::
 
@@ -25,6 +28,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy.exc import OperationalError
 from starlette import status
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -116,6 +121,32 @@ class ClientGone(ServiceError):
         super().__init__("the client disconnected before its texts were scored; they were dropped unscored")
 
 
+class RunInProgress(ServiceError):
+    """One training run at a time: 409 while one runs."""
+
+    status = status.HTTP_409_CONFLICT
+    slug, title = "training-run-in-progress", "A training run is in progress"
+
+    def __init__(self, run_id: int | None) -> None:
+        where = f"run {run_id} is still running (GET /v1/training-runs/{run_id})" if run_id else "one is running"
+        super().__init__(f"one training run at a time; {where}. Start again when it ends", running_run_id=run_id)
+
+
+class RetrainingUnavailable(ServiceError):
+    """A run cannot start now (the service is stopping, or the bundled corpus is incomplete): 503."""
+
+    status = status.HTTP_503_SERVICE_UNAVAILABLE
+    slug, title = "retraining-unavailable", "Retraining unavailable"
+
+
+class RunNotFound(ServiceError):
+    status = status.HTTP_404_NOT_FOUND
+    slug, title = "training-run-not-found", "Training run not found"
+
+    def __init__(self, run_id: int) -> None:
+        super().__init__(f"no training run {run_id}", run_id=run_id)
+
+
 @dataclass(frozen=True)
 class _Mapping:
     status: int
@@ -134,67 +165,133 @@ _DOMAIN: tuple[tuple[type[DiplotoneError], _Mapping], ...] = (
 )
 
 
-def problem(
-    request: Request,
+class Problem(BaseModel):
+    """An RFC 9457 problem; some carry more members (``limit``, ``length``, ``errors``, ``retry_after`` ...)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str
+
+
+@dataclass(frozen=True)
+class _Described:
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str]
+
+
+def to_problem(request: Request, exc: Exception) -> JSONResponse:
+    """The one handler: map any exception to its problem response."""
+    described = _describe(exc, request.url.path)
+    if described.status >= 500 and isinstance(exc, DiplotoneError):
+        log.error("model error on %s: %s", request.url.path, exc)
+    elif not isinstance(exc, ServiceError | DiplotoneError | RequestValidationError | StarletteHTTPException):
+        log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return JSONResponse(
+        described.body, status_code=described.status, headers=described.headers, media_type=PROBLEM_JSON
+    )
+
+
+RETRY_AFTER_S = 5  # a restarting PostgreSQL is back within seconds; the pool reconnects on the next request
+
+
+class DatabaseUnavailable(ServiceError):
+    """The database refused or dropped the connection (down, restarting, or a SQLite lock held too long): 503."""
+
+    status = status.HTTP_503_SERVICE_UNAVAILABLE
+    slug, title = "database-unavailable", "Database unavailable"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the database cannot be reached right now, so this request was not carried out (a write was not "
+            f"acknowledged and may be retried). Retry after {RETRY_AFTER_S} s",
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+            retry_after=RETRY_AFTER_S,
+        )
+
+
+def database_unavailable(request: Request, error: Exception) -> JSONResponse:
+    """The handler of ``OperationalError``: a 503 with ``Retry-After`` instead of a 500."""
+    # The driver's message names the host and the cause, never a password (SQLAlchemy hides it in URLs).
+    log.warning("database unavailable on %s %s: %s", request.method, request.url.path, str(error).splitlines()[0])
+    return to_problem(request, DatabaseUnavailable())
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Route every error of ``app`` through ``to_problem``; the database's connection errors answer 503."""
+    for kind in (ServiceError, DiplotoneError, RequestValidationError, StarletteHTTPException, Exception):
+        app.add_exception_handler(kind, to_problem)
+    app.add_exception_handler(OperationalError, database_unavailable)
+
+
+def problem_responses(instance: str, *errors: Exception) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries for a route, one per status, each example the body ``to_problem`` gives.
+
+    >>> problem_responses("/v1/training-runs/7", RunNotFound(7))[404]["description"]
+    'Training run not found'
+    """
+    responses: dict[int | str, dict[str, Any]] = {}
+    for error in errors:
+        described = _describe(error, instance)
+        if described.status in responses:
+            raise ValueError(f"one example per status; found two for {described.status} at {instance}")
+        content = {PROBLEM_JSON: {"schema": Problem.model_json_schema(), "example": described.body}}
+        responses[described.status] = {"description": described.body["title"], "content": content}
+    return responses
+
+
+def _describe(exc: Exception, instance: str) -> _Described:
+    if isinstance(exc, ServiceError):
+        return _body(exc.status, exc.title, exc.detail, instance, exc.slug, exc.headers, exc.extensions)
+    if isinstance(exc, DiplotoneError):
+        mapping = next(m for kind, m in _DOMAIN if isinstance(exc, kind))
+        extensions: dict[str, Any] = {}
+        if isinstance(exc, InputTooLong):
+            extensions = {"length": exc.length, "limit": exc.limit}
+            if isinstance(exc, TextTooLong):
+                extensions["field"] = exc.field
+        return _body(mapping.status, mapping.title, str(exc), instance, mapping.slug, {}, extensions)
+    if isinstance(exc, RequestValidationError):
+        return _validation_problem(exc, instance)
+    if isinstance(exc, StarletteHTTPException):
+        return _body(exc.status_code, _phrase(exc.status_code), str(exc.detail), instance, None, exc.headers, {})
+    return _body(
+        status.HTTP_500_INTERNAL_SERVER_ERROR,
+        "Internal server error",
+        "an unexpected error occurred; it has been logged",
+        instance,
+        "internal-error",
+        {},
+        {},
+    )
+
+
+def _body(
     status_code: int,
     title: str,
     detail: str,
-    *,
-    slug: str | None = None,
-    headers: Mapping[str, str] | None = None,
-    **extensions: Any,
-) -> JSONResponse:
-    """A problem+json response; ``slug`` None gives ``type: about:blank``."""
+    instance: str,
+    slug: str | None,
+    headers: Mapping[str, str] | None,
+    extensions: Mapping[str, Any],
+) -> _Described:
+    """A problem body; ``slug`` None gives ``type: about:blank``."""
     body = {
         "type": f"urn:diplotone:problem:{slug}" if slug else "about:blank",
         "title": title,
         "status": status_code,
         "detail": detail,
-        "instance": request.url.path,
+        "instance": instance,
         **extensions,
     }
-    return JSONResponse(body, status_code=status_code, headers=dict(headers or {}), media_type=PROBLEM_JSON)
+    return _Described(status_code, body, dict(headers or {}))
 
 
-def to_problem(request: Request, exc: Exception) -> JSONResponse:
-    """The one handler: map any exception to its problem response."""
-    if isinstance(exc, ServiceError):
-        return problem(request, exc.status, exc.title, exc.detail, slug=exc.slug, headers=exc.headers, **exc.extensions)
-    if isinstance(exc, DiplotoneError):
-        return _domain_problem(request, exc)
-    if isinstance(exc, RequestValidationError):
-        return _validation_problem(request, exc)
-    if isinstance(exc, StarletteHTTPException):
-        return problem(request, exc.status_code, _phrase(exc.status_code), str(exc.detail), headers=exc.headers)
-    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return problem(
-        request,
-        status.HTTP_500_INTERNAL_SERVER_ERROR,
-        "Internal server error",
-        "an unexpected error occurred; it has been logged",
-        slug="internal-error",
-    )
-
-
-def install_error_handlers(app: FastAPI) -> None:
-    """Route every error of ``app`` through ``to_problem``."""
-    for kind in (ServiceError, DiplotoneError, RequestValidationError, StarletteHTTPException, Exception):
-        app.add_exception_handler(kind, to_problem)
-
-
-def _domain_problem(request: Request, exc: DiplotoneError) -> JSONResponse:
-    mapping = next(m for kind, m in _DOMAIN if isinstance(exc, kind))
-    extensions: dict[str, Any] = {}
-    if isinstance(exc, InputTooLong):
-        extensions = {"length": exc.length, "limit": exc.limit}
-        if isinstance(exc, TextTooLong):
-            extensions["field"] = exc.field
-    if mapping.status >= 500:
-        log.error("model error on %s: %s", request.url.path, exc)
-    return problem(request, mapping.status, mapping.title, str(exc), slug=mapping.slug, **extensions)
-
-
-def _validation_problem(request: Request, exc: RequestValidationError) -> JSONResponse:
+def _validation_problem(exc: RequestValidationError, instance: str) -> _Described:
     # The offending input is left out: it may be a 20,000-character text, and echoing it helps no one.
     errors = [
         {"field": ".".join(str(part) for part in error["loc"]), "message": error["msg"], "type": error["type"]}
@@ -202,13 +299,14 @@ def _validation_problem(request: Request, exc: RequestValidationError) -> JSONRe
     ]
     listed = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
     noun = "field is" if len(errors) == 1 else "fields are"
-    return problem(
-        request,
+    return _body(
         status.HTTP_422_UNPROCESSABLE_CONTENT,
         "Invalid request",
         f"{len(errors)} {noun} invalid: {listed}",
-        slug="invalid-request",
-        errors=errors,
+        instance,
+        "invalid-request",
+        {},
+        {"errors": errors},
     )
 
 

@@ -43,7 +43,7 @@ class Metrics:
         )
         self.batch_tokens = Histogram(
             "diplotone_batch_tokens",
-            "estimated tokens per model batch",
+            "tokens per model batch, counted with the model's tokenizer",
             buckets=BATCH_TOKEN_BUCKETS,
             registry=self.registry,
         )

@@ -22,6 +22,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from model.engines import ENGINES
 from model.errors import check_text
 
 
@@ -299,7 +300,7 @@ class CompareResponse(BaseModel):
 class Limits(BaseModel):
     max_texts: int = Field(description="texts per /v1/score request (413 beyond)")
     max_chars: int = Field(description="characters per text (413 beyond)")
-    batch_tokens: int = Field(description="estimated tokens per model batch")
+    batch_tokens: int = Field(description="tokens per model batch, counted with the model's tokenizer")
     queue_size: int = Field(description="texts waiting for the model before 429")
     request_timeout_s: float = Field(description="deadline of a scoring request (503 beyond)")
     window_tokens: int = Field(description="the model's window; longer texts are split by sentence, never truncated")
@@ -347,7 +348,7 @@ class InfoResponse(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [INFO_EXAMPLE]})
 
     model_version: str
-    engine: str = Field(description="the encoder engine serving: torch, onnx-fp32 or onnx-int8")
+    engine: str = Field(description=f"the encoder engine serving: {', '.join(ENGINES[:-1])} or {ENGINES[-1]}")
     engine_report: dict[str, Any] = Field(
         description="how the engine was chosen: the one asked for, its parity with torch, any refusal and why"
     )
@@ -374,36 +375,6 @@ class ReadyResponse(BaseModel):
     status: str = "ready"
     model_version: str
     probe_score: float
-
-
-class Problem(BaseModel):
-    """An RFC 9457 problem; some carry more members (``limit``, ``length``, ``errors``, ``retry_after`` ...)."""
-
-    model_config = ConfigDict(extra="allow")
-
-    type: str
-    title: str
-    status: int
-    detail: str
-    instance: str
-
-
-def problem_example(
-    status: int, slug: str, title: str, detail: str, instance: str = "/v1/score", **extra: Any
-) -> dict[str, Any]:
-    """An OpenAPI ``responses`` entry for a problem status, under its own media type."""
-    body = {
-        "type": f"urn:diplotone:problem:{slug}",
-        "title": title,
-        "status": status,
-        "detail": detail,
-        "instance": instance,
-        **extra,
-    }
-    return {
-        "description": title,
-        "content": {"application/problem+json": {"schema": Problem.model_json_schema(), "example": body}},
-    }
 
 
 def ok_examples(**examples: Any) -> dict[int | str, dict[str, Any]]:

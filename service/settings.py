@@ -6,8 +6,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from model.engines import ENGINES
 
 
 class Settings(BaseSettings):
@@ -21,17 +23,19 @@ class Settings(BaseSettings):
     max_texts: int = Field(64, ge=1, description="texts per /v1/score request")
     max_chars: int = Field(20_000, ge=1, description="characters per text")
     # Batching and back-pressure
-    batch_tokens: int = Field(2048, ge=64, description="padded tokens per model call")
+    batch_tokens: int = Field(
+        2048, ge=64, description="tokens per model batch, counted with the model's tokenizer before queueing"
+    )
     queue_size: int = Field(256, ge=1, description="texts waiting for the model before 429")
     request_timeout_s: float = Field(30.0, gt=0, description="deadline of a scoring request before 503")
     max_batch_requests: int | None = Field(
         None, ge=1, description="requests per model call; 1 turns batching off; default: as many as batch_tokens allows"
     )
     model_threads: int = Field(2, ge=1, description="torch (or ONNX Runtime) threads of the model worker")
-    engine: Literal["torch", "onnx-fp32", "onnx-int8"] = Field(
+    engine: str = Field(
         "onnx-int8",
-        description="encoder engine; an ONNX engine must agree with torch on the test split or is refused, and the "
-        "service falls back to onnx-fp32, then torch",
+        description=f"encoder engine, one of {', '.join(ENGINES)}; an ONNX engine must agree with torch on the test "
+        "split or is refused, and the service falls back to onnx-fp32, then torch",
     )
     # Access
     score_requires_key: bool = False
@@ -53,6 +57,13 @@ class Settings(BaseSettings):
     )
     training_replay: int = Field(400, ge=0, description="corpus groups replayed beside the labels in a warm start")
     training_user_weight: int = Field(1, ge=1, description="times each labelled message counts in training")
+
+    @field_validator("engine")
+    @classmethod
+    def _known_engine(cls, engine: str) -> str:
+        if engine not in ENGINES:
+            raise ValueError(f"expected one of {', '.join(ENGINES)}; found {engine!r}")
+        return engine
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from model.bands import BAND_NAMES, band_of
-from training.corpus import DATA_DIR, load_corpus
+from model.contract import CORPUS_DIR
+from training.corpus import load_corpus
 from training.forms import REAL_FORMS, form_figures
 
 FIELDS = {
@@ -35,7 +36,7 @@ V3_KINDS = ("post", "coercive", "plain_praise", "condolence", "translated", "new
 
 
 def _read(name: str) -> list[dict]:
-    return [json.loads(line) for line in (DATA_DIR / name).read_text().splitlines() if line.strip()]
+    return [json.loads(line) for line in (CORPUS_DIR / name).read_text().splitlines() if line.strip()]
 
 
 @pytest.fixture(scope="module")
@@ -188,7 +189,7 @@ def test_second_ratings_reference_messages(messages: list[dict]) -> None:
 
 def test_data_card_and_guide_exist() -> None:
     for name in ("README.md", "GUIDE.md"):
-        assert (Path(DATA_DIR) / name).stat().st_size > 2000
+        assert (Path(CORPUS_DIR) / name).stat().st_size > 2000
 
 
 def test_blind_pair_checks_cover_every_held_out_pair(messages: list[dict], pairs: list[dict]) -> None:

@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from model.contract import STORED_PREFIX
 from model.registry import Registry
 from tests.factories import write_tiny_corpus
 from training.args import TrainArgs
 from training.batches import GroupDataset
-from training.corpus import STORED_PREFIX, USER_TEST_SHARE, load_corpus, load_snapshot
+from training.corpus import USER_TEST_SHARE, load_corpus, load_snapshot
 from training.gate import gate
 from training.pipeline import _labelled_and_replayed, retrain, train
 
@@ -96,14 +97,14 @@ def test_warm_start_continues_from_the_versions_adapter_and_is_gated_on_the_user
     snapshot = load_snapshot(_snapshot(tiny_corpus, tmp_path / "s.json", copies=3))
     lines: list[str] = []
     warm = TrainArgs(**quick, epochs=1, warm_start=str(first.path), replay=3, user_weight=2)
-    outcome = retrain(warm, snapshot, registry, promote=True, log=lines.append)
+    outcome = retrain(warm, snapshot, registry, log=lines.append)
     assert any("warm start from" in line for line in lines)
     # The adapter went on from the first version's weights (it did not start again from zero B matrices) and moved.
     adapter = "adapter/adapter_model.safetensors"
-    before, after = load_file(str(first.path / adapter)), load_file(str(registry.path(outcome["version"]) / adapter))
+    before, after = load_file(str(first.path / adapter)), load_file(str(registry.path(str(outcome.version)) / adapter))
     moved = [name for name in before if "lora_B" in name and not torch.equal(before[name], after[name])]
     assert moved and all(before[name].abs().sum() > 0 for name in moved)
-    candidate, previous = outcome["metrics"]["user_test"], outcome["previous_user_test"]
-    assert candidate["n"] == previous["n"] >= 5  # both judged on the same held-out labels
-    judged_on_users = any("held-out user labels" in reason for reason in outcome["reasons"])
+    candidate, previous = outcome.metrics["user_test"], outcome.previous_user_test
+    assert previous is not None and candidate["n"] == previous["n"] >= 5  # both judged on the same held-out labels
+    judged_on_users = any("held-out user labels" in reason for reason in outcome.reasons)
     assert judged_on_users == (candidate["mae"] > previous["mae"])

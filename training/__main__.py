@@ -1,23 +1,26 @@
-"""``python -m training``: train a candidate, install it, and with ``--gate`` promote it if it passes.
+"""``python -m training``: train a candidate, install it in the registry and judge it with the gate.
 
 The service starts this as a separate process on a snapshot file, so a crash or a memory spike in training never
-takes the API down. The outcome goes to ``--outcome`` as JSON; progress to ``--progress``.
+takes the API down. Progress goes to ``--progress`` and the outcome (the candidate and whether it passed the gate, or
+the error) to ``--outcome``, in the shapes of ``model.contract``. It never activates the candidate: the service does,
+after loading and probing it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import traceback
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from model.contract import CORPUS_DIR, RunOutcome, write_outcome
 from model.network import CONFIG
 from model.registry import Registry
 from training.args import TrainArgs
-from training.corpus import DATA_DIR, load_corpus, load_snapshot
+from training.corpus import load_corpus, load_snapshot
 from training.pipeline import retrain
 
 WARM_EPOCHS = 3  # a warm start's default: it begins from a trained model, on a few hundred groups
@@ -29,13 +32,13 @@ def main(argv: list[str] | None = None) -> int:
         outcome = run(options)
     except Exception as error:  # the outcome file is how the service learns why; the traceback goes to stderr
         traceback.print_exc()
-        _write(options.outcome, {"error": f"{type(error).__name__}: {error}"})
+        _report(options.outcome, RunOutcome(error=f"{type(error).__name__}: {error}"))
         return 1
-    _write(options.outcome, outcome)
+    _report(options.outcome, outcome)
     return 0
 
 
-def run(options: argparse.Namespace) -> dict[str, Any]:
+def run(options: argparse.Namespace) -> RunOutcome:
     corpus = load_snapshot(options.snapshot) if options.snapshot else load_corpus(options.data)
     overrides: dict[str, Any] = {"epochs": options.epochs} if options.epochs else {}
     if options.max_steps:
@@ -47,7 +50,7 @@ def run(options: argparse.Namespace) -> dict[str, Any]:
     args = TrainArgs(
         base=options.base, threads=options.threads, seed=options.seed, user_weight=options.user_weight, **overrides
     )
-    return retrain(args, corpus, registry, options.gate, options.progress)
+    return retrain(args, corpus, registry, options.progress)
 
 
 def _warm_start(requested: str | None, registry: Registry) -> Path | None:
@@ -63,24 +66,21 @@ def _warm_start(requested: str | None, registry: Registry) -> Path | None:
     return folder if config.get("mode") == "lora" else None
 
 
-def _write(path: Path | None, payload: dict[str, Any]) -> None:
+def _report(path: Path | None, outcome: RunOutcome) -> None:
     if path is None:
-        print(json.dumps(payload, indent=2))
-        return
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(payload, indent=2))
-    os.replace(temporary, path)
+        print(json.dumps(asdict(outcome), indent=2))
+    else:
+        write_outcome(path, outcome)
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--data", type=Path, default=DATA_DIR, help="folder with messages.jsonl and pairs.jsonl")
+    source.add_argument("--data", type=Path, default=CORPUS_DIR, help="folder with messages.jsonl and pairs.jsonl")
     source.add_argument("--snapshot", type=Path, help="a service snapshot JSON file")
     parser.add_argument("--registry", type=Path, required=True, help="the models folder of the data directory")
     parser.add_argument("--progress", type=Path, help="JSON file updated with step, epoch, loss and ETA")
     parser.add_argument("--outcome", type=Path, help="JSON file for the outcome (stdout if absent)")
-    parser.add_argument("--gate", action="store_true", help="activate the candidate if it passes the gate")
     parser.add_argument("--base", help="a local Hugging Face model folder (default: the packaged MiniLM)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=13)

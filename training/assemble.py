@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from training.corpus import DATA_DIR
+from model.contract import CORPUS_DIR, MESSAGES_FILE, PAIRS_FILE, read_jsonl
 from training.forms import check_part
 
 FIELDS = (
@@ -28,19 +28,19 @@ def drawn_split(group: str) -> str:
     return "train" if bucket < 70 else "validation" if bucket < 85 else "test"
 
 
-def assemble(parts: list[Path], held_out: tuple[str, ...], data_dir: Path = DATA_DIR) -> tuple[int, int]:
+def assemble(parts: list[Path], held_out: tuple[str, ...], data_dir: Path = CORPUS_DIR) -> tuple[int, int]:
     """Append the parts' records and pairs to ``data_dir``; returns (messages, pairs) added."""
-    messages_path, pairs_path = data_dir / "messages.jsonl", data_dir / "pairs.jsonl"
-    existing = {json.loads(line)["id"] for line in messages_path.read_text().splitlines() if line.strip()}
+    messages_path, pairs_path = data_dir / MESSAGES_FILE, data_dir / PAIRS_FILE
+    existing = {record["id"] for record in read_jsonl(messages_path)}
     records, pairs = [], []
     for part in parts:
-        rows = _read(part)
+        rows = read_jsonl(part)
         problems = check_part(rows, str(part))
         if problems:
             raise ValueError("; ".join(problems[:5]))
         records += rows
         pairs_file = part.with_name(part.stem + "-pairs.jsonl")
-        pairs += _read(pairs_file) if pairs_file.exists() else []
+        pairs += read_jsonl(pairs_file) if pairs_file.exists() else []
     clashes = sorted(existing & {r["id"] for r in records})
     if clashes:
         raise ValueError(f"ids already in the corpus: {clashes[:5]}")
@@ -78,10 +78,6 @@ def _record(row: dict[str, Any], held_out: tuple[str, ...]) -> dict[str, Any]:
     if record["excerpt_of"] is None:
         del record["excerpt_of"]
     return record
-
-
-def _read(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """The labelled corpus: messages and pairwise judgements, from ``training/data/`` or a service snapshot.
 
-A snapshot is one JSON file ``{"messages": [...], "pairs": [...]}`` with records of the same schema as the data files
+The file formats (JSON Lines, the snapshot, the splits) are the service's as well and live in ``model.contract``; this
+module checks the records and builds the ``Corpus``. A snapshot holds records of the same schema as the data files
 (the service writes it from its store plus the bundled corpus). Messages labelled in the service carry no split: a
 hash of their group puts a fixed share of them in ``user_test`` (the user's own held-out share, which the gate also
 judges on) and the rest in train or validation, never in the corpus's test split, which stays fixed.
@@ -16,9 +17,15 @@ from typing import Any
 
 from datasets import Dataset, Features, Value
 
-DATA_DIR = Path(__file__).resolve().parent / "data"
-SPLITS = ("train", "validation", "test", "user_test")
-STORED_PREFIX = "stored-"  # ids of the messages labelled in the service, in a snapshot
+from model.contract import (
+    CORPUS_DIR,
+    MESSAGES_FILE,
+    PAIRS_FILE,
+    SPLITS,
+    read_jsonl,
+    read_snapshot_file,
+)
+
 USER_TEST_SHARE = 20  # percent of the service's labelled groups held out to judge candidates on
 REQUIRED: dict[str, type | tuple[type, ...]] = {
     "id": str,
@@ -58,37 +65,22 @@ class Corpus:
         return hashlib.sha256(json.dumps([content, pairs]).encode()).hexdigest()
 
 
-def load_corpus(data_dir: Path = DATA_DIR) -> Corpus:
+def load_corpus(data_dir: Path = CORPUS_DIR) -> Corpus:
     """Read ``messages.jsonl`` and ``pairs.jsonl`` from ``data_dir``."""
-    messages_path, pairs_path = data_dir / "messages.jsonl", data_dir / "pairs.jsonl"
-    records, pairs = _read_jsonl(messages_path), _read_jsonl(pairs_path)
+    messages_path, pairs_path = data_dir / MESSAGES_FILE, data_dir / PAIRS_FILE
+    records, pairs = read_jsonl(messages_path), read_jsonl(pairs_path)
     _check(records, pairs, str(messages_path))
     return Corpus(_dataset(records), pairs, _sha256(messages_path, pairs_path))
 
 
 def load_snapshot(path: Path) -> Corpus:
     """Read a service snapshot; messages without a split are assigned train or validation by group."""
-    try:
-        snapshot = json.loads(path.read_text())
-        records, pairs = list(snapshot["messages"]), list(snapshot.get("pairs", []))
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
-        raise ValueError(f"{path}: expected a JSON object with a 'messages' list; {error}") from error
+    records, pairs = read_snapshot_file(path)
     for record in records:
         record.setdefault("group", record.get("id"))
         record["split"] = record.get("split") or _stored_split(str(record["group"]))
     _check(records, pairs, str(path))
     return Corpus(_dataset(records), pairs, _sha256(path))
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path} line {number}: expected a JSON object; {error}") from error
-    return rows
 
 
 def _dataset(records: list[dict[str, Any]]) -> Dataset:

@@ -1,4 +1,4 @@
-"""Fine-tune, calibrate, evaluate and write a registry version."""
+"""Fine-tune, calibrate, evaluate and install a registry version; judge it with the gate (``retrain``)."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from transformers import EarlyStoppingCallback, TrainerCallback, TrainingArgumen
 from model.artifacts import sha256_file, write_manifest
 from model.base import BaseRef, base_ref
 from model.calibration import Calibration
+from model.contract import STORED_PREFIX, RunOutcome, RunProgress, write_progress
 from model.neighbours import Neighbours
 from model.network import (
     BASE,
@@ -38,7 +39,7 @@ from model.scorer import Scorer
 from training.args import TrainArgs
 from training.baselines import baselines
 from training.batches import GroupCollator, GroupDataset
-from training.corpus import STORED_PREFIX, Corpus
+from training.corpus import Corpus
 from training.deletions import deletion_variants
 from training.evaluation import (
     calibrate,
@@ -110,9 +111,7 @@ def train(
         trainer.train()
     net.eval()
     if progress_file is not None:
-        progress_file.write_text(
-            json.dumps({"phase": "evaluating", "step": trainer.state.global_step, "max_steps": trainer.state.max_steps})
-        )
+        write_progress(progress_file, RunProgress("evaluating", trainer.state.global_step, trainer.state.max_steps))
 
     with tempfile.TemporaryDirectory(prefix="diplotone-version-") as staging_name:
         staging = Path(staging_name)
@@ -274,27 +273,22 @@ def retrain(
     args: TrainArgs,
     corpus: Corpus,
     registry: Registry,
-    promote: bool,
     progress_file: Path | None = None,
     log: Callable[[str], None] = print,
-) -> dict[str, Any]:
-    """Train a candidate and, if ``promote`` and it passes the gate against the active version, activate it."""
+) -> RunOutcome:
+    """Train a candidate, install it, and judge it with the gate against the active version; never activate it.
+
+    Whoever asked decides what a pass means: the service loads, probes and serves the candidate (``ModelSwitch``);
+    ``diplotone train`` points the registry at it.
+    """
     active = registry.active_version()
     result = train(args, corpus, registry, progress_file, log)
     active_test = _test_figures(registry, active, corpus, log) if active else None
     active_user = _user_figures(registry, active, corpus) if active and "user_test" in result.metrics else None
     decision = gate(result.metrics["test"], active_test, result.metrics.get("user_test"), active_user)
-    promoted = promote and decision.promote
-    if promoted:
-        registry.activate(result.version)
-    return {
-        "version": result.version,
-        "promoted": promoted,
-        "previous": active,
-        "reasons": decision.reasons,
-        "metrics": result.metrics,
-        "previous_user_test": active_user,
-    }
+    return RunOutcome(
+        result.version, decision.promote, active, decision.reasons, result.metrics, previous_user_test=active_user
+    )
 
 
 def _evaluated_splits(corpus: Corpus) -> tuple[str, ...]:

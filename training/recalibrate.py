@@ -14,12 +14,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from model.artifacts import MANIFEST, write_manifest
+from model.contract import CORPUS_DIR
 from model.scorer import Scorer
-from training.corpus import DATA_DIR, load_corpus
+from training.corpus import load_corpus
 from training.evaluation import calibrate, estimate_splits, evaluate_predictions
 
 
-def recalibrate(folder: Path, data_dir: Path = DATA_DIR, coverage: float | None = None) -> dict[str, object]:
+def recalibrate(folder: Path, data_dir: Path = CORPUS_DIR, coverage: float | None = None) -> dict[str, object]:
     """Re-fit and save the calibration of the version in ``folder``; return its new metrics."""
     corpus = load_corpus(data_dir)
     scorer = Scorer.from_pretrained(folder)

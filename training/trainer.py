@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ from torch.utils.data import Dataset, Sampler
 from transformers import EvalPrediction, Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
+from model.contract import RunProgress, write_progress
 from training.batches import GroupDataset
 
 
@@ -78,10 +77,7 @@ def validation_metrics(prediction: EvalPrediction) -> dict[str, float]:
 
 
 class ProgressFile(TrainerCallback):
-    """Writes step, epoch, loss and ETA to a JSON file after every log, for the service to poll.
-
-    Written to a temporary name and renamed, so a reader never sees half a file.
-    """
+    """Writes step, epoch, loss and ETA to ``progress.json`` after every step and log, for the service to poll."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -107,15 +103,13 @@ class ProgressFile(TrainerCallback):
         elapsed = time.monotonic() - self.started
         done, total = state.global_step, max(state.max_steps, 1)
         eta = elapsed / done * (total - done) if done else None
-        record = {
-            "phase": phase,
-            "step": done,
-            "max_steps": total,
-            "epoch": state.epoch,
-            "loss": self.loss,
-            "elapsed_seconds": round(elapsed, 1),
-            "eta_seconds": None if eta is None else round(eta, 1),
-        }
-        temporary = self.path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(record))
-        os.replace(temporary, self.path)
+        progress = RunProgress(
+            phase=phase,
+            step=done,
+            max_steps=total,
+            epoch=state.epoch,
+            loss=self.loss,
+            elapsed_seconds=round(elapsed, 1),
+            eta_seconds=None if eta is None else round(eta, 1),
+        )
+        write_progress(self.path, progress)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Depends, Response
 
 from model import BANDS, Registry
 from service.deps import MetricsDep, RegistryDep, SettingsDep, SlotDep, get_batcher
+from service.errors import NotReady, problem_responses
 from service.schemas import (
     INFO_EXAMPLE,
     READY_EXAMPLE,
@@ -17,16 +16,11 @@ from service.schemas import (
     Limits,
     ReadyResponse,
     ok_examples,
-    problem_example,
 )
 
 router = APIRouter(tags=["operations"])
 
-NOT_READY: dict[int | str, dict[str, Any]] = {
-    503: problem_example(
-        503, "not-ready", "Service not ready", "no model has passed its probe yet", instance="/readyz"
-    ),
-}
+NOT_READY = problem_responses("/readyz", NotReady("no model has passed its probe yet"))
 METRICS_EXAMPLE = (
     "# HELP diplotone_http_requests_total HTTP requests by route, method and status\n"
     "# TYPE diplotone_http_requests_total counter\n"

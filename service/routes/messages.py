@@ -11,7 +11,6 @@ Writes need a ``label`` key; reads are open like scoring (or need a key where ``
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from typing import Annotated, Any
 
@@ -21,49 +20,33 @@ from starlette import status
 from starlette.concurrency import run_in_threadpool
 
 from model import ScoreResult, band_of
-from service.auth import LabelKey, ScoreAccess
+from service.auth import LabelKey, MissingKey, ScopeTooLow, ScoreAccess
 from service.batching import Batcher
-from service.deps import BatcherDep, SettingsDep
-from service.errors import DeadlineExceeded, TextTooLong
-from service.schemas import Text, problem_example
+from service.deps import BatcherDep, SessionDep, SettingsDep
+from service.errors import TextTooLong, problem_responses
+from service.keys import Principal
+from service.limits import check_texts
+from service.schemas import Text
 from service.settings import Settings
-from service.store.deps import SessionDep
 from service.store.models import Label, Message
-from service.store.repository import MessageFields, MessageFilter, add_messages, get_message, list_messages, put_label
+from service.store.repository import (
+    MessageFields,
+    MessageFilter,
+    MessageNotFound,
+    add_messages,
+    get_message,
+    list_messages,
+    put_label,
+)
 
 MAX_BATCH = 1000
 
 router = APIRouter(tags=["messages"])
 
 MessageId = Annotated[int, Path(ge=1, description="the message's id, as returned when it was stored")]
-AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: problem_example(
-        401,
-        "api-key-missing",
-        "API key missing",
-        "this route needs an API key with scope 'label'; "
-        "expected an 'Authorization: Bearer dpt_…' or 'X-API-Key: dpt_…' header, found neither",
-        instance="/v1/messages",
-    ),
-    403: problem_example(
-        403,
-        "api-key-scope",
-        "API key lacks the scope",
-        "this route needs scope 'label' or above; key 3f9a2c1d4e5b6a70 has scope 'score'",
-        instance="/v1/messages",
-    ),
-}
-NOT_FOUND: dict[int | str, dict[str, Any]] = {
-    404: problem_example(
-        404,
-        "message-not-found",
-        "Message not found",
-        "id 42 names no stored message",
-        instance="/v1/messages/42",
-        message_id=42,
-        field="id",
-    ),
-}
+EXAMPLE_KEY = Principal(key_id="3f9a2c1d4e5b6a70", name="analyst", scope="score")
+AUTH_ERRORS = problem_responses("/v1/messages", MissingKey("label"), ScopeTooLow(EXAMPLE_KEY, "label"))
+NOT_FOUND = problem_responses("/v1/messages/42", MessageNotFound(42))
 
 
 # ------------------------------------------------------------------------------------------------------------ bodies
@@ -195,16 +178,7 @@ class LabelRecorded(LabelPublic):
     "/v1/messages",
     status_code=status.HTTP_201_CREATED,
     summary="Store one message or many",
-    responses={
-        **AUTH_ERRORS,
-        413: problem_example(
-            413,
-            "text-too-long",
-            "Text too long",
-            "messages[3].text has 20001 characters; the limit is 20000",
-            instance="/v1/messages",
-        ),
-    },
+    responses={**AUTH_ERRORS, **problem_responses("/v1/messages", TextTooLong("messages[3].text", 20001, 20000))},
 )
 async def create_messages(
     request: Request,
@@ -220,8 +194,8 @@ async def create_messages(
     `{"text": ...}` answers the stored message; `{"messages": [...]}` answers `{"messages": [...]}` in order.
     """
     items = body.messages if isinstance(body, MessageBatchCreate) else [body]
-    texts = [item.text for item in items]
-    _check_lengths(texts, isinstance(body, MessageBatchCreate), settings)
+    fields = [f"messages[{i}].text" for i in range(len(items))] if isinstance(body, MessageBatchCreate) else ["text"]
+    texts = check_texts({field: item.text for field, item in zip(fields, items, strict=True)}, settings, count=False)
     results = await _score(batcher, texts, settings)
     stored = await run_in_threadpool(add_messages, session, [item.fields() for item in items], results)
     if isinstance(body, MessageBatchCreate):
@@ -277,19 +251,9 @@ def label_message(message_id: MessageId, body: LabelPut, key: LabelKey, session:
 # ----------------------------------------------------------------------------------------------------------- helpers
 
 
-def _check_lengths(texts: list[str], batch: bool, settings: Settings) -> None:
-    for index, text in enumerate(texts):
-        if len(text) > settings.max_chars:
-            raise TextTooLong(f"messages[{index}].text" if batch else "text", len(text), settings.max_chars)
-
-
 async def _score(batcher: Batcher, texts: list[str], settings: Settings) -> list[ScoreResult]:
     """Score through the batcher, ``max_texts`` at a time, so a large upload waits its turn like any request."""
     results: list[ScoreResult] = []
     for start in range(0, len(texts), settings.max_texts):
-        future = batcher.submit(texts[start : start + settings.max_texts], timeout_s=settings.request_timeout_s)
-        try:
-            results += await asyncio.wait_for(future, settings.request_timeout_s)
-        except TimeoutError:
-            raise DeadlineExceeded(settings.request_timeout_s) from None
+        results += await batcher.score(texts[start : start + settings.max_texts], timeout_s=settings.request_timeout_s)
     return results

@@ -1,7 +1,8 @@
 """GET /v1/models and POST /v1/models/{version}/activate: the registry's versions, and switching between them.
 
-Activating an older version is the rollback. The version is loaded and probed before anything changes; the registry
-pointer then moves and the serving slot swaps, so no request fails and none is scored by a half-loaded model.
+Activating an older version is the rollback. It goes through ``ModelSwitch`` (``service.model_slot``): the version is
+loaded and probed before anything changes; the registry pointer then moves and the serving slot swaps, so no request
+fails and none is scored by a half-loaded model.
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
 
+from model import UnknownVersion
+from model.contract import json_safe
 from service.auth import AdminKey, ScoreAccess
-from service.deps import RegistryDep
-from service.jobs import SwitchDep, json_safe
+from service.deps import RegistryDep, SwitchDep
+from service.errors import problem_responses
 from service.routes.messages import AUTH_ERRORS
-from service.schemas import problem_example
 
 router = APIRouter(tags=["models"])
 
@@ -62,12 +64,9 @@ def list_models(registry: RegistryDep, switch: SwitchDep, access: ScoreAccess) -
     summary="Serve a version (rollback)",
     responses={
         **AUTH_ERRORS,
-        404: problem_example(
-            404,
-            "unknown-model-version",
-            "Unknown model version",
-            "no model version '2026-01-01-lora-000000'; the registry holds: tiny-0001",
-            instance="/v1/models/2026-01-01-lora-000000/activate",
+        **problem_responses(
+            "/v1/models/2026-01-01-lora-000000/activate",
+            UnknownVersion("no model version '2026-01-01-lora-000000'; the registry holds: tiny-0001"),
         ),
     },
 )

@@ -3,39 +3,26 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
 
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette import status
 
 from service.auth import LabelKey
+from service.deps import SessionDep
+from service.errors import problem_responses
 from service.routes.messages import AUTH_ERRORS
-from service.schemas import problem_example
-from service.store.deps import SessionDep
 from service.store.models import Pair
-from service.store.repository import add_pair
+from service.store.repository import MessageNotFound, PairExists, add_pair
 
 router = APIRouter(tags=["messages"])
 
-ERRORS: dict[int | str, dict[str, Any]] = {
+ERRORS = {
     **AUTH_ERRORS,
-    404: problem_example(
-        404,
-        "message-not-found",
-        "Message not found",
-        "cooler 42 names no stored message",
-        instance="/v1/pairs",
-        message_id=42,
-        field="cooler",
-    ),
-    409: problem_example(
-        409,
-        "pair-exists",
-        "Pair already recorded",
-        "annotator 'analyst-7' already judged message 12 warmer than 9 (pair 3)",
-        instance="/v1/pairs",
-        pair_id=3,
+    **problem_responses(
+        "/v1/pairs",
+        MessageNotFound(42, "cooler"),
+        PairExists(Pair(id=3, warmer_id=12, cooler_id=9, annotator="analyst-7")),
     ),
 }
 

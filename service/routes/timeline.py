@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 
 from model import band_of
 from service.auth import ScoreAccess
-from service.store.deps import SessionDep
+from service.deps import SessionDep
 from service.store.models import Message
 from service.store.repository import relation_messages
 

@@ -1,6 +1,7 @@
 """POST /v1/training-runs (202) and GET /v1/training-runs[/{id}]: retrain on the labelled messages, follow it.
 
-Starting needs an ``admin`` key; following is open like scoring. See ``service.jobs`` for what a run does.
+Starting needs an ``admin`` key; following is open like scoring. See ``service.jobs`` for what a run does, and
+``model.contract`` for the shapes it reports.
 """
 
 from __future__ import annotations
@@ -13,25 +14,16 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from starlette import status
 
+from model.contract import RunStatus
 from service.auth import AdminKey, ScoreAccess
-from service.errors import ServiceError
-from service.jobs import PROMOTED, JobsDep
+from service.deps import JobsDep, SessionDep
+from service.errors import RunInProgress, RunNotFound, problem_responses
 from service.routes.messages import AUTH_ERRORS
-from service.schemas import problem_example
-from service.store.deps import SessionDep
 from service.store.models import TrainingRun
 
 router = APIRouter(tags=["training"])
 
 RunId = Annotated[int, Path(ge=1)]
-
-
-class RunNotFound(ServiceError):
-    status = status.HTTP_404_NOT_FOUND
-    slug, title = "training-run-not-found", "Training run not found"
-
-    def __init__(self, run_id: int) -> None:
-        super().__init__(f"no training run {run_id}", run_id=run_id)
 
 
 class Progress(BaseModel):
@@ -51,7 +43,7 @@ class SnapshotInfo(BaseModel):
 
 class TrainingRunPublic(BaseModel):
     id: int
-    status: str = Field(description="running, promoted, rejected or failed")
+    status: RunStatus
     created_at: dt.datetime
     finished_at: dt.datetime | None
     requested_by: str | None = Field(description="the id of the API key that started it")
@@ -68,13 +60,13 @@ class TrainingRunPublic(BaseModel):
     def of(cls, run: TrainingRun) -> TrainingRunPublic:
         return cls(
             id=run.id,
-            status=run.status,
+            status=RunStatus(run.status),
             created_at=run.created_at,
             finished_at=run.finished_at,
             requested_by=run.requested_by,
             previous_version=run.previous_version,
             candidate_version=run.candidate_version,
-            promoted=None if run.status == "running" else run.status == PROMOTED,
+            promoted=None if run.status == RunStatus.RUNNING else run.status == RunStatus.PROMOTED,
             reasons=run.reasons or [],
             metrics=run.metrics,
             error=run.error,
@@ -91,17 +83,7 @@ class TrainingRunList(BaseModel):
     "/v1/training-runs",
     status_code=status.HTTP_202_ACCEPTED,
     summary="Start a retraining run",
-    responses={
-        **AUTH_ERRORS,
-        409: problem_example(
-            409,
-            "training-run-in-progress",
-            "A training run is in progress",
-            "one training run at a time; run 3 is still running (GET /v1/training-runs/3). Start again when it ends",
-            instance="/v1/training-runs",
-            running_run_id=3,
-        ),
-    },
+    responses={**AUTH_ERRORS, **problem_responses("/v1/training-runs", RunInProgress(3))},
 )
 def start_training_run(request: Request, response: Response, key: AdminKey, jobs: JobsDep) -> TrainingRunPublic:
     """Snapshot the labelled messages and pairs with the bundled corpus and train a candidate on them.
@@ -124,7 +106,11 @@ def list_training_runs(
     return TrainingRunList(runs=[TrainingRunPublic.of(run) for run in runs])
 
 
-@router.get("/v1/training-runs/{run_id}", summary="Follow a training run")
+@router.get(
+    "/v1/training-runs/{run_id}",
+    summary="Follow a training run",
+    responses=problem_responses("/v1/training-runs/7", RunNotFound(7)),
+)
 def get_training_run(run_id: RunId, session: SessionDep, access: ScoreAccess) -> TrainingRunPublic:
     """Progress (step, epoch, loss, ETA) while it runs; the outcome (promoted, rejected with reasons, failed) after."""
     run = session.get(TrainingRun, run_id)

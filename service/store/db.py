@@ -39,10 +39,6 @@ class Database:
             upgrade(engine)
         return cls(engine, sessionmaker(engine, expire_on_commit=False))
 
-    @property
-    def is_sqlite(self) -> bool:
-        return self.engine.dialect.name == "sqlite"
-
     def close(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()

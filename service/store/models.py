@@ -24,6 +24,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from model.contract import RunStatus
+
 # Constraint names are fixed so that later migrations can refer to them on every database.
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -32,7 +34,6 @@ NAMING = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
-RUN_STATUSES = ("running", "promoted", "rejected", "failed")
 
 
 def utcnow() -> dt.datetime:
@@ -140,13 +141,13 @@ class TrainingRun(Base):
             "uq_training_runs_one_running",
             "status",
             unique=True,
-            sqlite_where=text("status = 'running'"),
-            postgresql_where=text("status = 'running'"),
+            sqlite_where=text(f"status = '{RunStatus.RUNNING}'"),
+            postgresql_where=text(f"status = '{RunStatus.RUNNING}'"),
         ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    status: Mapped[str] = mapped_column(String(16))  # one of RUN_STATUSES
+    status: Mapped[str] = mapped_column(String(16))  # a model.contract.RunStatus
     requested_by: Mapped[str | None] = mapped_column(String(64))  # the API key id
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[dt.datetime | None]

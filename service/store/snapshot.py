@@ -1,6 +1,6 @@
 """The training snapshot: the bundled corpus plus the store's labelled messages and pairs, as one JSON file.
 
-The format is the one ``training.corpus.load_snapshot`` reads: ``{"messages": [...], "pairs": [...]}``. Bundled
+The file format and the corpus reading are those of ``model.contract`` (which ``training.corpus`` reads too). Bundled
 messages keep their split; stored ones carry none, so the trainer puts them in train or validation by group and never
 in test: the test split that gates promotion stays the bundled one. A stored message whose text is a bundled test
 message is left out for the same reason.
@@ -8,10 +8,6 @@ message is left out for the same reason.
 
 from __future__ import annotations
 
-import datetime as dt
-import hashlib
-import json
-import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +15,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from model.contract import MESSAGES_FILE, PAIRS_FILE, STORED_PREFIX, read_jsonl, write_snapshot_file
 from service.store.models import Message, Pair
 from service.store.repository import all_pairs, labelled_messages
-
-CORPUS_FILES = ("messages.jsonl", "pairs.jsonl")
 
 
 @dataclass(frozen=True)
@@ -32,28 +27,17 @@ class Snapshot:
     counts: dict[str, int]
 
 
-def missing_corpus_files(corpus_dir: Path) -> list[Path]:
-    """The bundled corpus files that ``corpus_dir`` lacks (empty when it is complete)."""
-    return [corpus_dir / name for name in CORPUS_FILES if not (corpus_dir / name).is_file()]
-
-
 def write_snapshot(session: Session, corpus_dir: Path, path: Path) -> Snapshot:
     """Write the snapshot to ``path`` (atomically) and return its sha256 and what went into it."""
-    bundled = _read_jsonl(corpus_dir / "messages.jsonl")
-    bundled_pairs = _read_jsonl(corpus_dir / "pairs.jsonl")
+    bundled = read_jsonl(corpus_dir / MESSAGES_FILE)
+    bundled_pairs = read_jsonl(corpus_dir / PAIRS_FILE)
     test_texts = {_normalised(record["text"]) for record in bundled if record.get("split") == "test"}
     labelled, judged = labelled_messages(session), all_pairs(session)
     stored = [m for m in labelled if _normalised(m.text) not in test_texts]
     groups = _groups([m.id for m in stored], judged)
     records = [_record(message, groups[message.id]) for message in stored]
     pairs = _consensus_pairs(judged, {m.id for m in stored})
-    payload = {
-        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "messages": bundled + records,
-        "pairs": bundled_pairs + pairs,
-    }
-    data = json.dumps(payload, ensure_ascii=False).encode()
-    _write_atomically(path, data)
+    sha256 = write_snapshot_file(path, bundled + records, bundled_pairs + pairs)
     counts = {
         "messages": len(bundled) + len(records),
         "pairs": len(bundled_pairs) + len(pairs),
@@ -62,7 +46,7 @@ def write_snapshot(session: Session, corpus_dir: Path, path: Path) -> Snapshot:
         "stored_pairs": len(pairs),
         "stored_in_test_skipped": len(labelled) - len(stored),
     }
-    return Snapshot(path, hashlib.sha256(data).hexdigest(), counts)
+    return Snapshot(path, sha256, counts)
 
 
 def _record(message: Message, group: str) -> dict[str, Any]:
@@ -82,7 +66,7 @@ def _record(message: Message, group: str) -> dict[str, Any]:
 
 
 def _snapshot_id(message_id: int) -> str:
-    return f"stored-{message_id}"
+    return f"{STORED_PREFIX}{message_id}"
 
 
 def _groups(ids: list[int], pairs: list[Pair]) -> dict[int, str]:
@@ -120,26 +104,5 @@ def _consensus_pairs(pairs: list[Pair], kept: set[int]) -> list[dict[str, Any]]:
     return chosen
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    records = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path} line {number}: expected a JSON object; {error.msg}") from error
-    return records
-
-
 def _normalised(text: str) -> str:
     return " ".join(text.split()).casefold()
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    with temporary.open("wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)

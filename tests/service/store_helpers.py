@@ -9,7 +9,8 @@ from typing import Any
 import httpx
 from fastapi.testclient import TestClient
 
-from service.jobs import TrainingJobs, get_training_jobs
+from service.deps import get_training_jobs
+from service.jobs import TrainingJobs
 from service.keys import create_key
 from service.store.db import Database
 from tests.service.helpers import app_of

@@ -9,8 +9,8 @@ from typing import Any, TypeVar
 import pytest
 
 from model import EmptyInput, Scorer, ScoreResult
-from service.batching import Batcher, estimate_tokens
-from service.errors import DeadlineExceeded, NotReady, QueueFull
+from service.batching import Batcher
+from service.errors import ClientGone, DeadlineExceeded, NotReady, QueueFull
 from service.metrics import Metrics
 from service.model_slot import ModelSlot
 from tests.service.helpers import Gate, wait_until
@@ -31,7 +31,7 @@ def run(scenario: Callable[[], Coroutine[Any, Any, T]]) -> T:
 
 def score_now(batcher: Batcher, texts: list[str]) -> list[ScoreResult]:
     async def scenario() -> list[ScoreResult]:
-        return await batcher.submit(texts, timeout_s=30)
+        return await batcher.score(texts, timeout_s=30)
 
     return run(scenario)
 
@@ -82,9 +82,9 @@ def test_submit_while_model_busy_gathers_everything_queued_into_the_next_batch(
     batcher = make_batcher()
 
     async def scenario() -> None:
-        first = batcher.submit(TEXTS[:1], timeout_s=30)
+        first = batcher.submit(TEXTS[:1])
         await entered(gate)
-        rest = [batcher.submit([text], timeout_s=30) for text in TEXTS[1:4]]
+        rest = [batcher.submit([text]) for text in TEXTS[1:4]]
         assert batcher.depth == 3
         gate.open()
         await asyncio.gather(first, *rest)
@@ -98,13 +98,14 @@ def test_submit_while_model_busy_gathers_everything_queued_into_the_next_batch(
 def test_submit_while_model_busy_splits_batches_at_the_token_budget(
     make_batcher: Callable[..., Batcher], gate: Gate
 ) -> None:
-    texts = ["word " * 40] * 6  # 52 estimated tokens each
-    batcher = make_batcher(batch_tokens=3 * estimate_tokens(texts[0]))
+    texts = ["word " * 40] * 6
+    batcher = make_batcher()
+    batcher.batch_tokens = 3 * batcher.count_tokens(texts[:1])[0]  # three of them fit, four do not
 
     async def scenario() -> None:
-        first = batcher.submit(texts[:1], timeout_s=30)
+        first = batcher.submit(texts[:1])
         await entered(gate)
-        rest = [batcher.submit([text], timeout_s=30) for text in texts[1:]]
+        rest = [batcher.submit([text]) for text in texts[1:]]
         gate.open()
         await asyncio.gather(first, *rest)
 
@@ -119,9 +120,9 @@ def test_submit_while_model_busy_with_one_request_a_batch_scores_requests_one_by
     batcher = make_batcher(max_requests=1)
 
     async def scenario() -> None:
-        first = batcher.submit(TEXTS[:1], timeout_s=30)
+        first = batcher.submit(TEXTS[:1])
         await entered(gate)
-        rest = [batcher.submit(TEXTS[1:3], timeout_s=30), batcher.submit(TEXTS[3:4], timeout_s=30)]
+        rest = [batcher.submit(TEXTS[1:3]), batcher.submit(TEXTS[3:4])]
         gate.open()
         await asyncio.gather(first, *rest)
 
@@ -144,11 +145,11 @@ def test_submit_when_queue_is_full_raises_queue_full(make_batcher: Callable[...,
     batcher = make_batcher(queue_size=2)
 
     async def scenario() -> QueueFull:
-        first = batcher.submit(TEXTS[:1], timeout_s=30)
+        first = batcher.submit(TEXTS[:1])
         await entered(gate)
-        queued = batcher.submit(TEXTS[1:3], timeout_s=30)
+        queued = batcher.submit(TEXTS[1:3])
         with pytest.raises(QueueFull) as refused:
-            batcher.submit(TEXTS[3:4], timeout_s=30)
+            batcher.submit(TEXTS[3:4])
         gate.open()
         await asyncio.gather(first, queued)
         return refused.value
@@ -174,10 +175,10 @@ def test_cancelled_request_leaves_the_queue_unscored(make_batcher: Callable[...,
     batcher = make_batcher()
 
     async def scenario() -> None:
-        first = batcher.submit(TEXTS[:1], timeout_s=30)
+        first = batcher.submit(TEXTS[:1])
         await entered(gate)
-        abandoned = batcher.submit(TEXTS[1:2], timeout_s=30)
-        kept = batcher.submit(TEXTS[2:3], timeout_s=30)
+        abandoned = batcher.submit(TEXTS[1:2])
+        kept = batcher.submit(TEXTS[2:3])
         abandoned.cancel()
         await wait_until(lambda: batcher.depth == 1)
         gate.open()
@@ -190,25 +191,64 @@ def test_cancelled_request_leaves_the_queue_unscored(make_batcher: Callable[...,
     assert batcher.metrics.registry.get_sample_value("diplotone_dropped_requests_total", {"reason": "cancelled"}) == 1
 
 
-def test_request_past_its_deadline_fails_with_deadline_exceeded(
+def test_score_past_its_deadline_fails_with_deadline_exceeded_and_leaves_the_queue(
     make_batcher: Callable[..., Batcher], gate: Gate
 ) -> None:
     batcher = make_batcher()
 
     async def scenario() -> Any:
-        first = batcher.submit(TEXTS[:1], timeout_s=30)
+        first = batcher.submit(TEXTS[:1])
         await entered(gate)
-        late = batcher.submit(TEXTS[1:2], timeout_s=0.01)
-        await asyncio.sleep(0.05)  # the deadline passes while the model is busy
+        late = await asyncio.gather(batcher.score(TEXTS[1:2], timeout_s=0.05), return_exceptions=True)
+        depth = batcher.depth  # after the deadline, before the model is free again
         gate.open()
         await first
-        return await asyncio.gather(late, return_exceptions=True)
+        return late[0], depth
 
-    outcome = run(scenario)
+    error, depth = run(scenario)
 
-    assert isinstance(outcome[0], DeadlineExceeded)
-    assert str(outcome[0]) == "the request was not scored within its deadline of 0.01 s"
+    assert isinstance(error, DeadlineExceeded)
+    assert str(error) == "the request was not scored within its deadline of 0.05 s"
+    assert depth == 0
     assert gate.calls == [TEXTS[:1]]
+    assert batcher.metrics is not None
+    assert batcher.metrics.registry.get_sample_value("diplotone_dropped_requests_total", {"reason": "deadline"}) == 1
+
+
+def test_score_whose_abandon_ends_first_raises_client_gone_and_leaves_the_queue(
+    make_batcher: Callable[..., Batcher], gate: Gate
+) -> None:
+    batcher = make_batcher()
+
+    async def scenario() -> Any:
+        first = batcher.submit(TEXTS[:1])
+        await entered(gate)
+        left = await asyncio.gather(
+            batcher.score(TEXTS[1:2], timeout_s=30, abandon=lambda: asyncio.sleep(0.05)), return_exceptions=True
+        )
+        gate.open()
+        await first
+        return left[0]
+
+    error = run(scenario)
+
+    assert isinstance(error, ClientGone)
+    assert gate.calls == [TEXTS[:1]]
+    assert batcher.depth == 0
+
+
+def test_count_tokens_counts_word_pieces_with_the_special_tokens_of_each_window(
+    make_batcher: Callable[..., Batcher], tiny_scorer: Scorer
+) -> None:
+    batcher = make_batcher()
+    short, long = TEXTS[0], " ".join(TEXTS * 40)
+    pieces = [len(ids) for ids in tiny_scorer.tokenizer([short, long], add_special_tokens=False)["input_ids"]]
+    windows = -(-pieces[1] // (tiny_scorer.max_tokens - 2))
+
+    counts = batcher.count_tokens([short, long])
+
+    assert windows > 1
+    assert counts == [pieces[0] + 2, pieces[1] + 2 * windows]
 
 
 def test_failing_text_fails_only_its_own_request(
@@ -217,10 +257,10 @@ def test_failing_text_fails_only_its_own_request(
     batcher = make_batcher()
 
     async def scenario() -> Any:
-        first = batcher.submit(TEXTS[:1], timeout_s=30)
+        first = batcher.submit(TEXTS[:1])
         await entered(gate)
-        bad = batcher.submit([""], timeout_s=30)  # the route refuses this; the batcher must cope all the same
-        good = batcher.submit(TEXTS[1:2], timeout_s=30)
+        bad = batcher.submit([""])  # the route refuses this; the batcher must cope all the same
+        good = batcher.submit(TEXTS[1:2])
         gate.open()
         return await asyncio.gather(first, bad, good, return_exceptions=True)
 
@@ -236,9 +276,9 @@ def test_stop_fails_queued_requests_with_not_ready_and_finishes_the_batch_in_fli
     batcher = make_batcher()
 
     async def scenario() -> Any:
-        first = batcher.submit(TEXTS[:1], timeout_s=30)
+        first = batcher.submit(TEXTS[:1])
         await entered(gate)
-        queued = batcher.submit(TEXTS[1:2], timeout_s=30)
+        queued = batcher.submit(TEXTS[1:2])
         stopping = asyncio.ensure_future(asyncio.to_thread(batcher.stop))
         await wait_until(queued.done)
         gate.open()
@@ -257,7 +297,7 @@ def test_submit_after_stop_raises_not_ready(make_batcher: Callable[..., Batcher]
     batcher.stop()
 
     async def scenario() -> None:
-        batcher.submit(TEXTS[:1], timeout_s=30)
+        batcher.submit(TEXTS[:1])
 
     with pytest.raises(NotReady, match="the scoring worker is not running"):
         run(scenario)
@@ -269,10 +309,10 @@ def test_swap_applies_from_the_next_batch(
     batcher = make_batcher()
 
     async def scenario() -> Any:
-        first = batcher.submit(TEXTS[:1], timeout_s=30)
+        first = batcher.submit(TEXTS[:1])
         await entered(gate)
         await asyncio.to_thread(slot.swap, second_scorer)  # lands while the first batch is on the old model
-        after = batcher.submit(TEXTS[1:2], timeout_s=30)
+        after = batcher.submit(TEXTS[1:2])
         gate.open()
         return await asyncio.gather(first, after)
 

@@ -314,14 +314,14 @@ def test_score_before_startup_returns_503(make_settings: Callable[..., Settings]
 
 
 class _Raising:
-    """A batcher whose submit raises ``error``."""
+    """A batcher whose scoring raises ``error``."""
 
     running = True
 
     def __init__(self, error: Exception) -> None:
         self.error = error
 
-    def submit(self, *args: Any, **kwargs: Any) -> Any:
+    async def score(self, *args: Any, **kwargs: Any) -> Any:
         raise self.error
 
 

@@ -1,5 +1,5 @@
 """Retraining through the API: the real trainer on the tiny model (promoted, rejected, killed) and stand-ins for
-the failures that are hard to provoke (a trainer that errs, one that hangs, one that promotes what cannot be served).
+the failures that are hard to provoke (a trainer that errs, one that hangs, one that passes what cannot be served).
 
 The tiny corpus is built so that the gate's outcome does not depend on what two training steps of a random model
 learn: its test split repeats its validation split, so the calibrated interval covers about 90-97% of the test
@@ -48,14 +48,11 @@ from tests.trials import TRIALS, record_trial
 
 RUN_TIMEOUT_S = 180.0
 
-# Points the registry at a version that does not exist and reports it promoted, as a broken trainer might.
-FAKE_TRAINER_PROMOTES_A_GHOST = """
-import json, os, sys
-argument = lambda name: sys.argv[sys.argv.index(name) + 1]
-registry = argument("--registry")
-open(os.path.join(registry, "active"), "w").write("ghost-0001\\n")
-outcome = {"version": "ghost-0001", "promoted": True, "reasons": [], "metrics": {"test": {"spearman": 0.9}}}
-open(argument("--outcome"), "w").write(json.dumps(outcome))
+# Reports a candidate that passed the gate but is not in the registry, as a broken trainer might.
+FAKE_TRAINER_PASSES_A_GHOST = """
+import json, sys
+outcome = {"version": "ghost-0001", "passed": True, "reasons": [], "metrics": {"test": {"spearman": 0.9}}}
+open(sys.argv[sys.argv.index("--outcome") + 1], "w").write(json.dumps(outcome))
 """
 
 
@@ -292,16 +289,16 @@ def test_training_run_whose_trainer_fails_reports_its_error(trainer_client: Call
     assert _served(client) == "tiny-weak"
 
 
-def test_promoted_candidate_that_cannot_be_served_fails_and_the_pointer_returns(
+def test_candidate_that_passed_but_cannot_be_served_fails_and_nothing_moves(
     trainer_client: Callable[..., TestClient],
     data_dir: Path,
 ) -> None:
     client = trainer_client()
-    jobs = use_trainer(client, FAKE_TRAINER_PROMOTES_A_GHOST)
+    jobs = use_trainer(client, FAKE_TRAINER_PASSES_A_GHOST)
 
     run = _run_to_the_end(client, bearer(issue_key(client, "admin")), jobs)
 
-    assert run["status"] == "failed"
+    assert (run["status"], run["candidate_version"]) == ("failed", "ghost-0001")
     assert run["error"].startswith("candidate ghost-0001 passed the gate but could not be served: no model version")
     assert Registry(data_dir / "models").active_version() == "tiny-weak"
     assert _served(client) == "tiny-weak"

@@ -1,0 +1,80 @@
+"""The model switch on its own: load, probe, activate, swap, in that order; and serving what the pointer names."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from model import Registry, Scorer, ScoreResult, UnknownVersion
+from service.model_slot import ModelSlot, ModelSwitch
+from tests.factories import make_tiny_version
+
+
+class _ScoresOutOfRange:
+    """A scorer that loads but scores outside [0, 100], so that its probe fails."""
+
+    def __init__(self, scorer: Scorer) -> None:
+        self.scorer = scorer
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.scorer, name)
+
+    def score(self, texts: Sequence[str], **kwargs: Any) -> list[ScoreResult]:
+        return [replace(result, score=140.0) for result in self.scorer.score(texts)]
+
+
+@pytest.fixture(scope="module")
+def second_version(tiny_base: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_version(tiny_base, tmp_path_factory.mktemp("versions") / "tiny-0002", version="tiny-0002")
+
+
+@pytest.fixture
+def registry(tmp_path: Path, tiny_version: Path, second_version: Path) -> Registry:
+    registry = Registry(tmp_path / "models")
+    registry.install(tiny_version, "tiny-0001")
+    registry.install(second_version, "tiny-0002")
+    registry.activate("tiny-0001")
+    return registry
+
+
+def test_serve_active_serves_the_pointer_and_leaves_it(registry: Registry) -> None:
+    slot = ModelSlot()
+
+    served = ModelSwitch(registry, slot).serve_active()
+
+    assert served == slot.current().version == slot.probe.model_version == "tiny-0001"
+    assert registry.active_version() == "tiny-0001"
+
+
+def test_activate_serves_the_version_and_moves_the_pointer(registry: Registry) -> None:
+    slot = ModelSlot()
+    switch = ModelSwitch(registry, slot)
+    switch.serve_active()
+
+    assert switch.activate("tiny-0002") == "tiny-0002"
+    assert (slot.current().version, registry.active_version()) == ("tiny-0002", "tiny-0002")
+
+
+def test_activate_a_version_that_fails_its_probe_moves_nothing(registry: Registry) -> None:
+    slot = ModelSlot()
+    switch = ModelSwitch(registry, slot, load=lambda folder: _load(folder, failing="tiny-0002"))
+    switch.serve_active()
+
+    with pytest.raises(RuntimeError, match=r"scored the probe text 140\.0"):
+        switch.activate("tiny-0002")
+
+    assert (slot.current().version, registry.active_version()) == ("tiny-0001", "tiny-0001")
+
+
+def test_serve_active_with_no_active_version_names_the_registry(tmp_path: Path) -> None:
+    with pytest.raises(UnknownVersion, match="no active model version in"):
+        ModelSwitch(Registry(tmp_path / "models"), ModelSlot()).serve_active()
+
+
+def _load(folder: Path, failing: str) -> Scorer:
+    scorer = Scorer.from_pretrained(folder)
+    return _ScoresOutOfRange(scorer) if folder.name == failing else scorer  # type: ignore[return-value]

@@ -68,7 +68,8 @@ def test_result_has_the_design_shape(tiny_scorer: Scorer) -> None:
     result = tiny_scorer.score([WARM])[0].to_dict()
     assert set(result) == {"score", "band", "interval", "sentences", "markers", "model_version", "unusual", "distance"}
     # the tiny version's calibration is a constant 12-point half-width (tests/factories.py), clipped to the scale
-    assert result["interval"] == [max(0.0, result["score"] - 12.0), pytest.approx(result["score"] + 12.0, abs=1e-3)]
+    low, high = max(0.0, result["score"] - 12.0), min(100.0, result["score"] + 12.0)
+    assert result["interval"] == [pytest.approx(low, abs=1e-3), pytest.approx(high, abs=1e-3)]
     assert result["model_version"] == "tiny-0001"
     assert [s["text"] for s in result["sentences"]] == [
         "Dear friend, please accept my warmest congratulations on the national day.",

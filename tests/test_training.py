@@ -17,7 +17,7 @@ from model.scorer import Scorer
 from tests.factories import write_tiny_corpus
 from training.args import TrainArgs
 from training.corpus import load_corpus, load_snapshot
-from training.gate import gate
+from training.gate import GateDecision, gate
 from training.metrics import regression_metrics
 from training.pipeline import _test_figures, train
 
@@ -153,9 +153,43 @@ def test_gate_promotes_a_candidate_within_tolerance() -> None:
     assert gate({"spearman": 0.895, "pairwise_accuracy": 0.89, "interval_coverage": 0.88}, active).promote
 
 
+ACTIVE = {"spearman": 0.90, "pairwise_accuracy": 0.90, "interval_coverage": 0.90}
+
+
+@pytest.mark.parametrize(
+    ("changes", "promote"),
+    [
+        ({"spearman": 0.90 - 0.01}, True),  # exactly at the tolerance: noise, not a regression
+        ({"spearman": 0.90 - 0.01 - 1e-6}, False),
+        ({"pairwise_accuracy": 0.90 - 0.02}, True),
+        ({"pairwise_accuracy": 0.90 - 0.02 - 1e-6}, False),
+        ({"interval_coverage": 0.80}, True),  # the coverage range is closed at both ends
+        ({"interval_coverage": 0.80 - 1e-6}, False),
+        ({"interval_coverage": 0.98}, True),
+        ({"interval_coverage": 0.98 + 1e-6}, False),
+    ],
+)
+def test_gate_tolerance_edges(changes: dict[str, float], promote: bool) -> None:
+    assert gate(ACTIVE | changes, ACTIVE).promote is promote
+
+
+def test_gate_gives_every_reason_a_candidate_fails() -> None:
+    decision = gate({"spearman": 0.70, "pairwise_accuracy": 0.80, "interval_coverage": 0.99}, ACTIVE)
+    assert not decision.promote
+    assert decision.reasons == [
+        "interval coverage 0.990 is outside 0.80–0.98",
+        "spearman 0.700 is below the active model's 0.900 by more than 0.01",
+        "pairwise_accuracy 0.800 is below the active model's 0.900 by more than 0.02",
+    ]
+
+
+def test_gate_without_an_active_model_judges_coverage_alone() -> None:
+    assert gate({"spearman": 0.1, "pairwise_accuracy": 0.1, "interval_coverage": 0.9}, None) == GateDecision(True, [])
+
+
 def test_gate_rejects_miscalibrated_intervals() -> None:
     decision = gate({"spearman": 0.95, "pairwise_accuracy": 0.95, "interval_coverage": 0.62}, None)
-    assert not decision.promote and "interval coverage 0.620" in decision.reasons[0]
+    assert decision == GateDecision(False, ["interval coverage 0.620 is outside 0.80–0.98"])
 
 
 def test_metrics_count_pairs_and_bands() -> None:

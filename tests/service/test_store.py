@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import select
+from sqlalchemy import inspect, select
 from sqlalchemy.exc import IntegrityError
 
 from model import ScoreResult
@@ -47,6 +47,23 @@ def test_upgrade_creates_the_schema_of_the_models(database: Database) -> None:
     with database.engine.connect() as connection:
         differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     assert differences == []
+
+
+def test_downgrade_to_base_drops_every_table_and_upgrade_rebuilds_them(database: Database) -> None:
+    from alembic import command
+
+    from service.migrations import alembic_config, upgrade
+
+    config = alembic_config()
+    with database.engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "base")
+    assert set(inspect(database.engine).get_table_names()) == {"alembic_version"}
+    with database.engine.connect() as connection:
+        assert connection.exec_driver_sql("SELECT count(*) FROM alembic_version").scalar_one() == 0
+    upgrade(database.engine)
+    with database.engine.connect() as connection:
+        assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
 
 
 def test_open_twice_keeps_data_and_schema_version(tmp_path: Path) -> None:

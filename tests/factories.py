@@ -51,7 +51,9 @@ def make_tiny_base(folder: Path, layers: int = 2) -> Path:
     return folder
 
 
-def make_tiny_network(base: Path, max_tokens: int = 24, adapter_std: float = 0.0) -> tuple[EffusivenessNet, PreTrainedTokenizerBase]:
+def make_tiny_network(
+    base: Path, max_tokens: int = 24, adapter_std: float = 0.0
+) -> tuple[EffusivenessNet, PreTrainedTokenizerBase]:
     """A network on ``base`` with a rank-2 LoRA adapter and a random head, as training builds it.
 
     peft starts every adapter with B = 0, so that it changes nothing; ``adapter_std`` > 0 draws B at random instead,

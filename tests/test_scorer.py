@@ -182,9 +182,7 @@ def test_compare_matches_reworded_sentences_and_names_the_new_one(tiny_scorer: S
         ("Dear friend. We wish them good luck.", False),  # 4 and 5 words: Dice 4/9, something else
     ],
 )
-def test_compare_counts_half_the_words_shared_as_a_counterpart(
-    tiny_scorer: Scorer, later: str, matched: bool
-) -> None:
+def test_compare_counts_half_the_words_shared_as_a_counterpart(tiny_scorer: Scorer, later: str, matched: bool) -> None:
     explanation = tiny_scorer.compare("Dear friend. We wish you health.", later).explanation
     assert [s.text for s in explanation.only_in_a] == ([] if matched else ["We wish you health."])
     assert [s.text for s in explanation.only_in_b] == ([] if matched else [later.split(". ")[1]])

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import peft
 import torch
-from transformers import BertConfig, BertModel, BertTokenizerFast
+from transformers import BertConfig, BertModel, BertTokenizerFast, PreTrainedTokenizerBase
 
 from model.artifacts import write_manifest
 from model.base import base_ref
 from model.calibration import Calibration
-from model.network import NetworkConfig, build_network, save_network
+from model.network import EffusivenessNet, NetworkConfig, build_network, save_network
 
 WORDS = """
 the a an of to and in on for with our your my we you i is are be will has have this that as by at from
@@ -51,22 +51,37 @@ def make_tiny_base(folder: Path, layers: int = 2) -> Path:
     return folder
 
 
-def make_tiny_version(
-    base: Path,
-    folder: Path,
-    version: str = "tiny-0001",
-    max_tokens: int = 24,
-    test_spearman: float = 0.5,
-    test_pairwise: float = 0.6,
-) -> Path:
-    """A LoRA version on ``base`` with a random head, a calibration and metrics, as training would write it."""
+def make_tiny_network(
+    base: Path, max_tokens: int = 24, adapter_std: float = 0.0
+) -> tuple[EffusivenessNet, PreTrainedTokenizerBase]:
+    """A network on ``base`` with a rank-2 LoRA adapter and a random head, as training builds it.
+
+    peft starts every adapter with B = 0, so that it changes nothing; ``adapter_std`` > 0 draws B at random instead,
+    for tests where the adapter must matter (saving and loading it, merging it into an export).
+    """
     torch.manual_seed(1)
-    config = NetworkConfig(mode="lora", max_tokens=max_tokens)
-    net, tokenizer = build_network(base, config)
+    net, tokenizer = build_network(base, NetworkConfig(mode="lora", max_tokens=max_tokens))
     net.encoder = peft.get_peft_model(net.encoder, peft.LoraConfig(r=2, target_modules=["query", "value"]))
     with torch.no_grad():
         net.head.weight.normal_(0, 0.3)  # spread the scores so that texts differ visibly
-    save_network(net, tokenizer, folder, config, base_ref(base))
+        for name, parameter in net.encoder.named_parameters():
+            if adapter_std > 0 and "lora_B" in name:
+                parameter.normal_(0, adapter_std)
+    return net.eval(), tokenizer
+
+
+def save_tiny_version(
+    net: EffusivenessNet,
+    tokenizer: PreTrainedTokenizerBase,
+    base: Path,
+    folder: Path,
+    max_tokens: int = 24,
+    version: str = "tiny-0001",
+    test_spearman: float = 0.5,
+    test_pairwise: float = 0.6,
+) -> Path:
+    """Write ``net`` as a registry version: weights, a calibration, metrics and the manifest."""
+    save_network(net, tokenizer, folder, NetworkConfig(mode="lora", max_tokens=max_tokens), base_ref(base))
     Calibration(coverage=0.9, halfwidth=12.0, residual_sd=8.0, n=40).save(folder)
     figures = {
         "spearman": test_spearman,
@@ -81,6 +96,20 @@ def make_tiny_version(
     (folder / "metrics.json").write_text(json.dumps({"test": figures, "validation": figures}))
     write_manifest(folder, {"version": version, "created": "2026-11-29T00:00:00+00:00"})
     return folder
+
+
+def make_tiny_version(
+    base: Path,
+    folder: Path,
+    version: str = "tiny-0001",
+    max_tokens: int = 24,
+    test_spearman: float = 0.5,
+    test_pairwise: float = 0.6,
+    adapter_std: float = 0.0,
+) -> Path:
+    """A LoRA version on ``base`` with a random head, a calibration and metrics, as training would write it."""
+    net, tokenizer = make_tiny_network(base, max_tokens, adapter_std)
+    return save_tiny_version(net, tokenizer, base, folder, max_tokens, version, test_spearman, test_pairwise)
 
 
 WARM_SENTENCES = [

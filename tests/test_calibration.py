@@ -19,12 +19,28 @@ def _heteroscedastic(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndar
     return truth + rng.normal(0, 1, n) * 60 * distance, truth, distance
 
 
+@pytest.mark.parametrize(
+    ("coverage", "halfwidth"),
+    [
+        (0.8, 9.0),  # ceil(11 · 0.8) = 9th smallest of 10; ceil(10 · 0.8) would give the 8th
+        (0.9, 10.0),  # ceil(11 · 0.9) = 10th
+        (0.95, 10.0),  # ceil(11 · 0.95) = 11 > 10: the largest residual, not past the end
+    ],
+)
+def test_constant_interval_takes_the_exact_conformal_rank(coverage: float, halfwidth: float) -> None:
+    residuals = np.array([3.0, -1.0, 7.0, 10.0, -2.0, 5.0, -9.0, 4.0, 8.0, -6.0])  # |r| = 1..10, shuffled
+    calibration = Calibration.fit(np.full(10, 50.0), 50.0 + residuals, coverage=coverage)
+    assert calibration.halfwidth == halfwidth
+
+
 def test_normalised_interval_takes_the_exact_conformal_rank() -> None:
-    predicted, target, distance = np.array([50.0] * 4), np.array([51.0, 54.0, 47.0, 58.0]), np.ones(4)
-    calibration = Calibration.fit(predicted, target, coverage=0.6, distances=distance)
-    floor = 1.0  # the median distance
-    scores = sorted(abs(predicted - target) / (floor + distance))
-    assert calibration.halfwidth == scores[math.ceil(5 * 0.6) - 1]  # the 3rd smallest, not the 2nd or 4th
+    distance = np.array([0.1, 0.3, 0.5, 0.5, 0.5, 0.5, 0.5, 0.7, 0.9, 1.5])  # median 0.5: the floor
+    scale = 0.5 + distance
+    nonconformity = np.array([4.0, 9.0, 1.0, 6.0, 10.0, 2.0, 8.0, 3.0, 5.0, 7.0])  # 1..10, shuffled
+    calibration = Calibration.fit(np.full(10, 50.0), 50.0 + nonconformity * scale, coverage=0.8, distances=distance)
+    assert calibration.scale_floor == 0.5
+    assert calibration.halfwidth == pytest.approx(9.0)  # the 9th smallest of 10 (ceil(11 · 0.8)), not the 8th
+    assert calibration.interval(50.0, 0.5) == pytest.approx((41.0, 59.0))  # 9 · (0.5 + 0.5) either side
 
 
 def test_normalised_interval_widens_with_distance() -> None:

@@ -109,3 +109,70 @@ def test_evaluate_on_one_part_of_the_test_split(tiny_version: Path, tmp_path: Pa
     assert f"test split: {sum(i.startswith(prefix) for i in test_ids)} messages" in result.output
     refused = runner.invoke(app, [*args, "--test-ids", "nope-"])
     assert refused.exit_code == 2 and "no test message has an id starting with 'nope-'" in _plain(refused.output)
+
+
+def test_models_activate_switches_the_active_version(tiny_base: Path, tiny_version: Path, tmp_path: Path) -> None:
+    from tests.factories import make_tiny_version
+
+    registry = Registry(tmp_path / "models")
+    registry.install(tiny_version, "tiny-0001")
+    registry.install(make_tiny_version(tiny_base, tmp_path / "b", version="tiny-0002"), "tiny-0002")
+    registry.activate("tiny-0001")
+    result = runner.invoke(app, ["models", "activate", "tiny-0002", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert result.output == "active: tiny-0002\n"
+    assert registry.active_version() == "tiny-0002"
+
+
+def test_db_upgrade_creates_the_schema_at_the_latest_migration(tmp_path: Path) -> None:
+    import sqlite3
+
+    result = runner.invoke(app, ["db", "upgrade", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert result.output == "database schema is up to date\n"
+    with sqlite3.connect(tmp_path / "diplotone.db") as connection:
+        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        [(revision,)] = connection.execute("SELECT version_num FROM alembic_version").fetchall()
+    assert tables == {"alembic_version", "api_keys", "messages", "labels", "pairs", "training_runs"}
+    assert revision == "0001"
+    again = runner.invoke(app, ["db", "upgrade", "--data-dir", str(tmp_path)])  # idempotent
+    assert again.exit_code == 0, again.output
+
+
+def test_keys_create_list_and_revoke(tmp_path: Path) -> None:
+    from service.keys import authenticate, key_id_of
+    from service.settings import Settings
+    from service.store.db import Database
+
+    data = ["--data-dir", str(tmp_path)]
+    created = runner.invoke(app, ["keys", "create", "--scope", "label", "--name", "analyst", *data])
+    assert created.exit_code == 0, created.output
+    [token] = created.stdout.splitlines()  # the token alone on stdout, for scripts; the note goes to stderr
+    key_id = key_id_of(token)
+    assert f"key {key_id} (label, 'analyst'): store it now" in created.stderr
+    database = Database.open(Settings(data_dir=tmp_path).sqlalchemy_url)
+    try:
+        with database.sessions() as session:
+            principal = authenticate(session, token)
+        assert principal is not None and (principal.key_id, principal.scope) == (key_id, "label")
+
+        listed = runner.invoke(app, ["keys", "list", *data])
+        assert listed.exit_code == 0, listed.output
+        [line] = listed.stdout.splitlines()
+        assert line.startswith(f"{key_id}  label  active ") and line.endswith("  analyst")
+
+        revoked = runner.invoke(app, ["keys", "revoke", key_id, *data])
+        assert (revoked.exit_code, revoked.stdout) == (0, f"revoked {key_id}\n")
+        with database.sessions() as session:
+            assert authenticate(session, token) is None
+        assert " revoked " in runner.invoke(app, ["keys", "list", *data]).stdout
+    finally:
+        database.close()
+    again = runner.invoke(app, ["keys", "revoke", key_id, *data])
+    assert again.exit_code == 2 and f"no active key with id '{key_id}'" in _plain(again.output)
+
+
+def test_keys_create_refuses_an_unknown_scope(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["keys", "create", "--scope", "root", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "root" in _plain(result.output) and "admin" in _plain(result.output)

@@ -40,13 +40,12 @@ def test_onnx_results_keep_the_full_shape(version_copy: Path, tiny_scorer: Score
     assert ours.markers == reference.markers
 
 
-def test_onnx_int8_is_served_or_refused_with_a_reason(version_copy: Path) -> None:
+def test_onnx_int8_passes_parity_on_the_tiny_model_and_is_served(version_copy: Path) -> None:
     scorer = Scorer.from_pretrained(version_copy, engine="onnx-int8", parity_texts=TEXTS)
     report = scorer.engine_report
-    check = report["onnx-int8"]
-    passes = check["spearman"] >= 0.995 and check["max_abs_diff"] <= 2.0
-    assert scorer.engine.name == ("onnx-int8" if passes else "onnx-fp32")
-    assert passes or "Spearman" in report["refused"]["onnx-int8"]
+    assert "refused" not in report, report
+    assert scorer.engine.name == "onnx-int8"
+    assert report["onnx-int8"]["spearman"] >= 0.995 and report["onnx-int8"]["max_abs_diff"] <= 2.0
 
 
 def test_onnx_export_is_cached_in_the_version_folder(version_copy: Path) -> None:

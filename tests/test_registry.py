@@ -4,6 +4,7 @@ import errno
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -62,14 +63,40 @@ def test_activate_refuses_a_damaged_version_and_keeps_the_old(shipped: Path, tin
     assert registry.active_version() == "2026-01-01-lora-aaaaaa"
 
 
-def test_interrupted_install_leaves_no_version(shipped: Path, tmp_path: Path) -> None:
+def test_interrupted_install_leaves_no_version(
+    shipped: Path, tiny_base: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     registry = Registry(tmp_path / "models")
     registry.seed(shipped)
-    staging = tmp_path / "models" / ".half.xyz"  # what a crash mid-copy leaves behind
-    shutil.copytree(shipped / "2026-01-01-lora-aaaaaa", staging)
+    source = make_tiny_version(tiny_base, tmp_path / "new", version="new")
+    total = sum(1 for p in source.rglob("*") if p.is_file())
+    copied: list[str] = []
+    real_copytree = shutil.copytree
+
+    def copy_then_crash(src: str, dst: str) -> None:
+        shutil.copy2(src, dst)
+        copied.append(src)
+        if len(copied) == total:  # every file written, the install not finished: as a crash would leave it
+            raise OSError("disk full")
+
+    def copytree(src: Path, dst: Path, *args: Any, **kwargs: Any) -> Any:
+        if args:  # copytree's own call for a subfolder, which passes copy_function on by position
+            return real_copytree(src, dst, *args, **kwargs)
+        return real_copytree(src, dst, **kwargs, copy_function=copy_then_crash)
+
+    monkeypatch.setattr(shutil, "copytree", copytree)
+    with pytest.raises(OSError, match="disk full"):
+        registry.install(source, "new")
+    assert len(copied) == total
     assert [v.version for v in registry.versions()] == ["2026-01-01-lora-aaaaaa"]
     with pytest.raises(UnknownVersion):
-        registry.path(".half.xyz")
+        registry.path("new")
+    with pytest.raises(UnknownVersion):
+        registry.activate("new")
+    assert registry.active_version() == "2026-01-01-lora-aaaaaa"
+    monkeypatch.undo()
+    assert registry.install(source, "new") == tmp_path / "models" / "new"  # a retry installs it whole
+    registry.activate("new")
 
 
 def test_installing_an_identical_version_again_is_a_no_op(shipped: Path, tmp_path: Path) -> None:

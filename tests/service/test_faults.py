@@ -187,7 +187,8 @@ def test_kill_9_during_a_bulk_write_stores_all_of_the_batch_or_none(data_dir: Pa
         with database.sessions() as session:
             stored = session.scalar(select(func.count(Message.id))) - before
             texts = set(session.scalars(select(Message.text).where(Message.text.like(f"% trial {trial} %"))))
-            check = session.execute(text("PRAGMA integrity_check")).scalar() if database_url.startswith("sqlite") else "ok"
+            sqlite = database_url.startswith("sqlite")
+            check = session.execute(text("PRAGMA integrity_check")).scalar() if sqlite else "ok"
         database.close()
         record_trial(
             "kill -9 service during a bulk write",

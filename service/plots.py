@@ -2,7 +2,7 @@
 
 Figures are built with matplotlib's object API (``Figure`` on an Agg canvas), never ``pyplot``: no global state and
 no display, so the service may draw in several request threads at once. Output is deterministic (fixed SVG hash salt, no
-creation date), so the same timeline gives the same bytes.
+creation date), so the same timeline gives the same bytes; SVG text stays text (searchable, selectable).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def to_bytes(figure: Figure, fmt: Format) -> bytes:
     """The figure as PNG (150 dpi) or SVG bytes."""
     buffer = io.BytesIO()
     metadata = {"Date": None} if fmt == "svg" else {}
-    with matplotlib.rc_context({"svg.hashsalt": "diplotone", "svg.fonttype": "path"}):
+    with matplotlib.rc_context({"svg.hashsalt": "diplotone", "svg.fonttype": "none"}):
         figure.savefig(buffer, format=fmt, dpi=150, metadata=metadata, bbox_inches="tight")
     return buffer.getvalue()
 
@@ -156,10 +156,11 @@ def timeline_figure(timeline: TimelineResponse) -> Figure:
         else:
             axes.axvspan(start, end, color=ABSENT, alpha=0.08, lw=0, zorder=1)
             axes.text((start + end) / 2, 50, "silence", ha="center", fontsize=8, color=ABSENT, style="italic")
-    axes.xaxis_date()
     axes.set_ylim(0, 100)
     axes.set_ylabel("effusiveness (0–100)", color=INK)
-    axes.xaxis.set_major_formatter(mdates.ConciseDateFormatter(axes.xaxis.get_major_locator()))
+    if scored or unpublished or timeline.absences:
+        axes.xaxis_date()
+        axes.xaxis.set_major_formatter(mdates.ConciseDateFormatter(axes.xaxis.get_major_locator()))
     title = f"{timeline.sender} → {timeline.recipient}"
     counts = f"{len(scored)} scored, {len(unpublished)} unpublished, {len(timeline.absences)} absences"
     if undated:

@@ -56,7 +56,7 @@ def test_an_unpublished_message_counts_as_the_occasion_coming() -> None:
 
 
 def test_an_occasion_seen_in_fewer_than_three_years_is_never_expected() -> None:
-    history = _yearly("birthday", range(2022, 2024)) + [Entry(D(2025, 3, 1), "anniversary")]
+    history = [*_yearly("birthday", range(2022, 2024)), Entry(D(2025, 3, 1), "anniversary")]
 
     found = cadence(history, as_of=D(2026, 12, 31))
 

@@ -355,7 +355,7 @@ def plot_timeline(
 
     found = _relation_timeline(sender, recipient, as_of, data_dir)
     output.write_bytes(to_bytes(timeline_figure(found), fmt))
-    typer.echo(f"wrote {output} ({len(found.messages)} messages, {len(found.absences)} absences)")
+    typer.echo(f"wrote {output} ({len(found.messages)} messages, {len(found.absences)} absences flagged)")
 
 
 @plot_app.command("compare")

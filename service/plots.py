@@ -162,7 +162,8 @@ def timeline_figure(timeline: TimelineResponse) -> Figure:
         axes.xaxis_date()
         axes.xaxis.set_major_formatter(mdates.ConciseDateFormatter(axes.xaxis.get_major_locator()))
     title = f"{timeline.sender} → {timeline.recipient}"
-    counts = f"{len(scored)} scored, {len(unpublished)} unpublished, {len(timeline.absences)} absences"
+    absences = len(timeline.absences)
+    counts = f"{len(scored)} scored, {len(unpublished)} unpublished, {absences} absence{'' if absences == 1 else 's'}"
     if undated:
         counts += f", {undated} undated not drawn"
     axes.set_title(f"{title}\n{counts}", loc="left", fontsize=10, color=INK)

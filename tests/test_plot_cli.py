@@ -63,7 +63,7 @@ def test_plot_timeline_writes_a_png(data_dir: Path, tmp_path: Path) -> None:
     result = runner.invoke(app, ["plot", "timeline", *RELATION, "-o", str(target), "--data-dir", str(data_dir)])
 
     assert result.exit_code == 0, result.output
-    assert "7 messages, 1 absences" in result.output
+    assert "7 messages, 1 absences flagged" in result.output
     assert target.read_bytes()[:8] == PNG_SIGNATURE
     height, width, _ = imread(target).shape
     assert width > 1000 and height > 500  # 10 × 4.8 inches at 150 dpi, trimmed to the drawing

@@ -82,7 +82,7 @@ class LiveService:
             return create_key(session, scope, "browser-test").token
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def live(tiny_version: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveService]:
     data_dir = tmp_path_factory.mktemp("live")
     registry = Registry(data_dir / "models")
@@ -92,7 +92,7 @@ def live(tiny_version: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         yield service
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # Playwright's sync API keeps an event loop running: stop it before other tests
 def browser() -> Iterator[Any]:
     reason = _why_no_browser()
     if reason is not None:

@@ -18,6 +18,8 @@ keys_app = typer.Typer(help="Create, list and revoke API keys of the service.", 
 app.add_typer(keys_app, name="keys")
 db_app = typer.Typer(help="The service's database.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+plot_app = typer.Typer(help="Pictures: a relation's timeline, a comparison (PNG or SVG).", no_args_is_help=True)
+app.add_typer(plot_app, name="plot")
 
 DataDir = Annotated[Path, typer.Option(envvar="DIPLOTONE_DATA_DIR", help="data directory (registry under models/)")]
 ModelOption = Annotated[Path | None, typer.Option("--model", help="a model version folder (default: the active one)")]
@@ -281,6 +283,105 @@ def db_upgrade(data_dir: DataDir = Path("var")) -> None:
     """Apply the database migrations (the service also does this when it starts)."""
     _database(data_dir).close()
     typer.echo("database schema is up to date")
+
+
+# ----------------------------------------------------------------------------------------- timelines and pictures
+
+SenderOption = Annotated[str, typer.Option("--sender", help="the relation's sender, as stored")]
+RecipientOption = Annotated[str, typer.Option("--recipient", help="the relation's recipient, as stored")]
+AsOfOption = Annotated[
+    str | None, typer.Option("--as-of", help="judge absences up to this date, YYYY-MM-DD (default today)")
+]
+
+
+def _relation_timeline(sender: str, recipient: str, as_of: str | None, data_dir: Path) -> Any:
+    """The stored relation's timeline, as ``GET /v1/timeline`` answers it."""
+    import datetime as dt
+
+    from service.routes.timeline import relation_timeline
+    from service.store.repository import relation_messages
+
+    try:
+        day = dt.date.fromisoformat(as_of) if as_of else None
+    except ValueError as error:
+        raise typer.BadParameter(f"expected YYYY-MM-DD; found {as_of!r}", param_hint="--as-of") from error
+    database = _database(data_dir)
+    try:
+        with database.sessions() as session:
+            messages = relation_messages(session, sender, recipient)
+            if not messages:
+                raise typer.BadParameter(f"no stored message from {sender!r} to {recipient!r}")
+            return relation_timeline(messages, sender, recipient, day)
+    finally:
+        database.close()
+
+
+@app.command()
+def timeline(
+    sender: SenderOption,
+    recipient: RecipientOption,
+    as_of: AsOfOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the whole timeline as JSON")] = False,
+    data_dir: DataDir = Path("var"),
+) -> None:
+    """A stored relation over time: each message's score, the moves beyond the interval, and the absences."""
+    found = _relation_timeline(sender, recipient, as_of, data_dir)
+    if as_json:
+        typer.echo(found.model_dump_json(indent=2))
+        return
+    for point in found.messages:
+        day = point.date.isoformat() if point.date else "undated   "
+        what = f"{point.score:5.1f} ({point.band})" if point.score is not None else "  —   unpublished"
+        moved = f"  moved {point.change:+.1f}" if point.moved and point.change is not None else ""
+        typer.echo(f"{day}  {what:<20} {point.occasion or '':<20} #{point.id}{moved}")
+    cadence = found.cadence
+    gap = f"usual gap {cadence.usual_gap_days:.0f} days" if cadence.usual_gap_days is not None else "no usual gap yet"
+    occasions = ", ".join(f"{o.occasion} ({len(o.years)} years, ~{o.usual_date})" for o in cadence.occasions)
+    typer.echo(f"cadence: {gap}; recurring: {occasions or 'none'}")
+    for absence in found.absences:
+        typer.echo(f"absence: {absence.detail}")
+
+
+def _picture_format(output: Path) -> Any:
+    fmt = output.suffix.lower().lstrip(".")
+    if fmt not in ("png", "svg"):
+        raise typer.BadParameter(f"expected a file ending .png or .svg; found {output.name!r}", param_hint="-o")
+    return fmt
+
+
+@plot_app.command("timeline")
+def plot_timeline(
+    sender: SenderOption,
+    recipient: RecipientOption,
+    output: Annotated[Path, typer.Option("--output", "-o", help="the picture: .png or .svg")],
+    as_of: AsOfOption = None,
+    data_dir: DataDir = Path("var"),
+) -> None:
+    """Draw a stored relation: score and interval over time on the bands, moves and absences labelled."""
+    fmt = _picture_format(output)
+    from service.plots import timeline_figure, to_bytes
+
+    found = _relation_timeline(sender, recipient, as_of, data_dir)
+    output.write_bytes(to_bytes(timeline_figure(found), fmt))
+    typer.echo(f"wrote {output} ({len(found.messages)} messages, {len(found.absences)} absences flagged)")
+
+
+@plot_app.command("compare")
+def plot_compare(
+    file_a: Annotated[Path, typer.Argument(help="the earlier (or reference) message, as a text file")],
+    file_b: Annotated[Path, typer.Argument(help="the later message, as a text file")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="the picture: .png or .svg")],
+    model: ModelOption = None,
+    data_dir: DataDir = Path("var"),
+) -> None:
+    """Draw two messages: both scores with their intervals on the bands, and their marker counts."""
+    fmt = _picture_format(output)
+    text_a, text_b = _read_text(file_a), _read_text(file_b)
+    from service.plots import compare_figure, to_bytes
+
+    comparison = _scorer(model, data_dir).compare(text_a, text_b)
+    output.write_bytes(to_bytes(compare_figure(comparison, (file_a.stem, file_b.stem)), fmt))
+    typer.echo(f"wrote {output} (delta {comparison.delta:+.1f}, P(B warmer) {comparison.p_b_warmer:.2f})")
 
 
 @app.command()

@@ -196,6 +196,19 @@ def to_problem(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+class UnpublishedMessage(ServiceError):
+    """A stored message known only by its metadata (the agency named it but printed no text) cannot be labelled."""
+
+    status = status.HTTP_409_CONFLICT
+    slug, title = "message-unpublished", "Message has no text"
+
+    def __init__(self, message_id: int) -> None:
+        super().__init__(
+            f"message {message_id} is known but unpublished (no text); expected a message with text to label",
+            message_id=message_id,
+        )
+
+
 RETRY_AFTER_S = 5  # a restarting PostgreSQL is back within seconds; the pool reconnects on the next request
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from service.routes import health, messages, models, pairs, scoring, timeline, training_runs
+from service.routes import health, messages, models, pairs, scoring, timeline, training_runs, web
 
 ROUTERS: list[APIRouter] = [
     scoring.router,
@@ -14,4 +14,5 @@ ROUTERS: list[APIRouter] = [
     timeline.router,
     models.router,
     training_runs.router,
+    web.router,  # the analyst page at /
 ]

@@ -2,6 +2,8 @@
 
 - ``POST /v1/messages`` takes one message or ``{"messages": [...]}`` (up to ``MAX_BATCH``); each is scored by the
   serving model and stored with that score, its interval and the model's version (201). All or none are stored.
+  A message with ``"text": null`` is *known but unpublished* (an agency named it, printed no text): it is stored
+  unscored, needs sender, recipient and date, counts for its relation's cadence and cannot be labelled (409).
 - ``GET /v1/messages`` filters by sender, recipient, occasion, date range and whether labelled; pages by id
   (``after`` = the ``next_after`` of the previous page).
 - ``PUT /v1/messages/{id}/label`` records an annotator's score; an annotator labelling again replaces their score.
@@ -15,7 +17,7 @@ import datetime as dt
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 from starlette import status
 from starlette.concurrency import run_in_threadpool
 
@@ -23,7 +25,7 @@ from model import ScoreResult, band_of
 from service.auth import LabelKey, MissingKey, ScopeTooLow, ScoreAccess
 from service.batching import Batcher
 from service.deps import BatcherDep, SessionDep, SettingsDep
-from service.errors import TextTooLong, problem_responses
+from service.errors import TextTooLong, UnpublishedMessage, problem_responses
 from service.keys import Principal
 from service.limits import check_texts
 from service.schemas import Text
@@ -70,12 +72,27 @@ class MessageCreate(BaseModel):
         },
     )
 
-    text: Text
+    text: Text | None = Field(
+        default=None,
+        description="the message; null for one known but unpublished (named by an agency, no text printed), "
+        "which is stored unscored and needs sender, recipient and date",
+    )
     sender: str | None = Field(default=None, min_length=1, max_length=300)
     recipient: str | None = Field(default=None, min_length=1, max_length=300)
     date: dt.date | None = Field(default=None, description="YYYY-MM-DD; orders the relation's timeline")
     occasion: str | None = Field(default=None, min_length=1, max_length=100)
     language: str = Field(default="en", min_length=2, max_length=16)
+
+    @model_validator(mode="after")
+    def _unpublished_is_placed(self) -> MessageCreate:
+        if self.text is None:
+            missing = [name for name in ("sender", "recipient", "date") if getattr(self, name) is None]
+            if missing:
+                raise ValueError(
+                    "a message without text (known but unpublished) only counts on a relation's timeline; "
+                    f"expected sender, recipient and date; found no {', '.join(missing)}"
+                )
+        return self
 
     def fields(self) -> MessageFields:
         return MessageFields(self.text, self.sender, self.recipient, self.date, self.occasion, self.language)
@@ -122,33 +139,36 @@ class MessagePublic(BaseModel):
     """A stored message with the score it was given when stored, and its labels."""
 
     id: int
-    text: str
+    text: str | None = Field(description="null for a message known but unpublished")
+    published: bool = Field(description="false when the message is known but its text was not published")
     sender: str | None
     recipient: str | None
     date: dt.date | None
     occasion: str | None
     language: str
-    score: float = Field(description="the serving model's score when the message was stored")
-    band: str
-    interval: tuple[float, float]
-    model_version: str = Field(description="the model version that gave the score")
+    score: float | None = Field(description="the serving model's score when the message was stored; null unpublished")
+    band: str | None
+    interval: tuple[float, float] | None
+    model_version: str | None = Field(description="the model version that gave the score")
     created_at: dt.datetime
     label: float | None = Field(description="the mean of the annotators' scores; null if unlabelled")
     labels: list[LabelPublic]
 
     @classmethod
     def of(cls, message: Message) -> MessagePublic:
+        low, high = message.interval_low, message.interval_high
         return cls(
             id=message.id,
             text=message.text,
+            published=message.published,
             sender=message.sender,
             recipient=message.recipient,
             date=message.date,
             occasion=message.occasion,
             language=message.language,
             score=message.score,
-            band=band_of(message.score),
-            interval=(message.interval_low, message.interval_high),
+            band=band_of(message.score) if message.score is not None else None,
+            interval=None if low is None or high is None else (low, high),
             model_version=message.model_version,
             created_at=message.created_at,
             label=message.label_mean,
@@ -195,8 +215,9 @@ async def create_messages(
     """
     items = body.messages if isinstance(body, MessageBatchCreate) else [body]
     fields = [f"messages[{i}].text" for i in range(len(items))] if isinstance(body, MessageBatchCreate) else ["text"]
-    texts = check_texts({field: item.text for field, item in zip(fields, items, strict=True)}, settings, count=False)
-    results = await _score(batcher, texts, settings)
+    published = {field: item.text for field, item in zip(fields, items, strict=True) if item.text is not None}
+    scored = iter(await _score(batcher, check_texts(published, settings, count=False), settings))
+    results = [None if item.text is None else next(scored) for item in items]  # unpublished: stored unscored
     stored = await run_in_threadpool(add_messages, session, [item.fields() for item in items], results)
     if isinstance(body, MessageBatchCreate):
         return MessageBatchPublic(messages=[MessagePublic.of(m) for m in stored])
@@ -234,6 +255,8 @@ def get_stored_message(message_id: MessageId, session: SessionDep, access: Score
 @router.put("/v1/messages/{message_id}/label", responses={**AUTH_ERRORS, **NOT_FOUND}, summary="Label a message")
 def label_message(message_id: MessageId, body: LabelPut, key: LabelKey, session: SessionDep) -> LabelRecorded:
     """Record an annotator's score for the message (replacing that annotator's earlier one)."""
+    if not get_message(session, message_id).published:
+        raise UnpublishedMessage(message_id)
     label = put_label(session, message_id, body.annotator, body.score)
     message = get_message(session, message_id)
     session.refresh(message, ["labels"])

@@ -34,6 +34,12 @@ NAMING = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+# A message with text has a score, interval and model version; one without text (unpublished) has none of them.
+SCORED_IFF_PUBLISHED = (
+    "(text IS NOT NULL AND score IS NOT NULL AND interval_low IS NOT NULL AND interval_high IS NOT NULL "
+    "AND model_version IS NOT NULL) OR (text IS NULL AND score IS NULL AND interval_low IS NULL "
+    "AND interval_high IS NULL AND model_version IS NULL)"
+)
 
 
 def utcnow() -> dt.datetime:
@@ -67,27 +73,39 @@ class Base(DeclarativeBase):
 
 
 class Message(Base):
-    """A stored message, with the score the active model gave it when it was stored, and that model's version."""
+    """A stored message, with the score the active model gave it when it was stored, and that model's version.
+
+    A message *known but unpublished* (an agency named it but printed no text) has no text and so no score: its
+    ``text``, ``score``, ``interval_*`` and ``model_version`` are all null. It still counts for a relation's cadence.
+    """
 
     __tablename__ = "messages"
-    __table_args__ = (Index("ix_messages_relation", "sender", "recipient", "date"),)
+    __table_args__ = (
+        Index("ix_messages_relation", "sender", "recipient", "date"),
+        CheckConstraint(SCORED_IFF_PUBLISHED, name="scored_iff_published"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    text: Mapped[str] = mapped_column(Text)
+    text: Mapped[str | None] = mapped_column(Text)
     sender: Mapped[str | None] = mapped_column(String(300))
     recipient: Mapped[str | None] = mapped_column(String(300))
     date: Mapped[dt.date | None]
     occasion: Mapped[str | None] = mapped_column(String(100))
     language: Mapped[str] = mapped_column(String(16))
-    score: Mapped[float]
-    interval_low: Mapped[float]
-    interval_high: Mapped[float]
-    model_version: Mapped[str] = mapped_column(String(100))
+    score: Mapped[float | None]
+    interval_low: Mapped[float | None]
+    interval_high: Mapped[float | None]
+    model_version: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
     labels: Mapped[list[Label]] = relationship(
         back_populates="message", lazy="selectin", order_by="Label.id", passive_deletes=True
     )
+
+    @property
+    def published(self) -> bool:
+        """False for a message known but unpublished (no text, no score)."""
+        return self.text is not None
 
     @property
     def label_mean(self) -> float | None:

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import exists, select
+from sqlalchemy import exists, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -43,9 +43,9 @@ class PairExists(ServiceError):
 
 @dataclass(frozen=True)
 class MessageFields:
-    """What a caller says about a message; the score comes from the model."""
+    """What a caller says about a message; the score comes from the model. No text: known but unpublished."""
 
-    text: str
+    text: str | None
     sender: str | None = None
     recipient: str | None = None
     date: dt.date | None = None
@@ -67,8 +67,13 @@ class MessageFilter:
     limit: int = 100
 
 
-def add_messages(session: Session, fields: Sequence[MessageFields], results: Sequence[ScoreResult]) -> list[Message]:
-    """Store messages with the scores the serving model gave them, all or none; ids in input order."""
+def add_messages(
+    session: Session, fields: Sequence[MessageFields], results: Sequence[ScoreResult | None]
+) -> list[Message]:
+    """Store messages with the scores the serving model gave them, all or none; ids in input order.
+
+    An unpublished message (no text) comes with ``None`` for its result and is stored unscored.
+    """
     rows = [
         Message(
             text=f.text,
@@ -77,10 +82,10 @@ def add_messages(session: Session, fields: Sequence[MessageFields], results: Seq
             date=f.date,
             occasion=f.occasion,
             language=f.language,
-            score=r.score,
-            interval_low=r.interval[0],
-            interval_high=r.interval[1],
-            model_version=r.model_version,
+            score=None if r is None else r.score,
+            interval_low=None if r is None else r.interval[0],
+            interval_high=None if r is None else r.interval[1],
+            model_version=None if r is None else r.model_version,
             labels=[],
         )
         for f, r in zip(fields, results, strict=True)
@@ -165,6 +170,29 @@ def relation_messages(session: Session, sender: str, recipient: str) -> list[Mes
         .order_by(Message.date.is_(None), Message.date, Message.id)
     )
     return list(session.scalars(query))
+
+
+@dataclass(frozen=True)
+class Relation:
+    """A sender → recipient pair of the store and the span of its dated messages."""
+
+    sender: str
+    recipient: str
+    messages: int
+    first: dt.date | None
+    last: dt.date | None
+
+
+def relations(session: Session) -> list[Relation]:
+    """Every sender → recipient pair with at least one stored message, the busiest first."""
+    count = func.count(Message.id)
+    query = (
+        select(Message.sender, Message.recipient, count, func.min(Message.date), func.max(Message.date))
+        .where(Message.sender.is_not(None), Message.recipient.is_not(None))
+        .group_by(Message.sender, Message.recipient)
+        .order_by(count.desc(), Message.sender, Message.recipient)
+    )
+    return [Relation(str(s), str(r), n, first, last) for s, r, n, first, last in session.execute(query)]
 
 
 def labelled_messages(session: Session) -> list[Message]:

@@ -33,7 +33,8 @@ def write_snapshot(session: Session, corpus_dir: Path, path: Path) -> Snapshot:
     bundled_pairs = read_jsonl(corpus_dir / PAIRS_FILE)
     test_texts = {_normalised(record["text"]) for record in bundled if record.get("split") == "test"}
     labelled, judged = labelled_messages(session), all_pairs(session)
-    stored = [m for m in labelled if _normalised(m.text) not in test_texts]
+    # An unpublished message (no text) cannot be labelled, so none should be here; never train on one regardless.
+    stored = [m for m in labelled if m.text is not None and _normalised(m.text) not in test_texts]
     groups = _groups([m.id for m in stored], judged)
     records = [_record(message, groups[message.id]) for message in stored]
     pairs = _consensus_pairs(judged, {m.id for m in stored})

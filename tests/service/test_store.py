@@ -66,7 +66,7 @@ def test_open_twice_keeps_data_and_schema_version(database_url: str) -> None:
     with second.sessions() as session:
         texts = list(session.scalars(select(Message.text)))
     second.close()
-    assert version == "0001"
+    assert version == "0002"
     assert texts == ["Dear friend."]
     assert ids == [1]
 

@@ -264,6 +264,6 @@ def test_snapshot_is_read_by_the_trainer_with_stored_messages_kept_out_of_test(
 
     splits = dict(zip(corpus.messages["id"], corpus.messages["split"], strict=True))
     assert len(splits) == 32
-    assert {splits[f"stored-{i}"] for i in ids} == {"train", "validation"}
+    assert {splits[f"stored-{i}"] for i in ids} == {"train", "validation", "user_test"}  # never the corpus test split
     assert [i for i, split in splits.items() if split == "test"] == ["b2"]
     assert corpus.sha256 == snapshot.sha256

@@ -50,6 +50,6 @@ def downgrade() -> None:
             "schema has no place for them; delete them first if that is really meant"
         )
     with op.batch_alter_table("messages") as batch:
-        batch.drop_constraint("ck_messages_scored_iff_published", type_="check")
+        batch.drop_constraint(op.f("ck_messages_scored_iff_published"), type_="check")
         for name, type_ in SCORED_COLUMNS:
             batch.alter_column(name, existing_type=type_, nullable=False)

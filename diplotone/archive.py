@@ -314,7 +314,8 @@ def _read_done(survey: Survey) -> None:
         survey.done.add(str(row["id"]))
         survey.done_versions.add(str(row["model_version"]))
     if survey.output_format == "csv" and survey.done:
-        header = next(csv.reader(output.open(encoding="utf-8", newline="")))
+        with output.open(encoding="utf-8", newline="") as handle:
+            header = next(csv.reader(handle))
         if header != ["id", *survey.metadata, *RESULT_COLUMNS]:
             raise ArchiveError(f"{output} line 1: its columns {header} are not this input's; give a new --output")
 

@@ -70,8 +70,12 @@ def score_on_ray(
         return 0
     ray = _import_ray()
     code = [str(Path(package.__file__).parent) for package in (model, diplotone)]  # type: ignore[arg-type]
+    # A local cluster gets a CPU slot per actor thread and one more: the read, list and write tasks take a slot
+    # each, and with every slot held by an actor the pipeline would wait for ever (Ray's CPUs are slots, not cores).
+    local = {"num_cpus": workers * threads + 1} if address == LOCAL else {}
     ray.init(
         address=None if address == LOCAL else address,
+        **local,
         runtime_env={"py_modules": code, "excludes": CODE_EXCLUDES},
         log_to_driver=False,
     )

@@ -140,15 +140,21 @@ def _same(got: dict[str, Any], want: dict[str, Any]) -> bool:
 def test_a_worker_killed_mid_run_is_replaced_and_the_output_is_complete(
     cluster: tuple[str, psutil.Process], tiny_scorer: Scorer, tiny_version: Path, tmp_path: Path
 ) -> None:
-    source = parquet_archive(tmp_path / "in.parquet", messages(6000), parts=30)
+    long = [{**r, "text": " ".join([r["text"]] * 6)} for r in messages(3000)]  # ~10 windows each: a longer run
+    source = parquet_archive(tmp_path / "in.parquet", long, parts=30)
     expected = local_scores(tiny_scorer, source, tmp_path)
     target = tmp_path / "ray.parquet"
 
     run = on_ray(source, target, tiny_version, cluster[0])
-    before = _wait_until_scoring(run)
-    victim = _scoring_worker(cluster[1])
-    victim.kill()
-    rest, _ = run.communicate(timeout=600)
+    try:
+        before = _wait_until_scoring(run)
+        victim = _scoring_worker(cluster[1])
+        victim.kill()
+        rest, _ = run.communicate(timeout=600)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.communicate()
     output = before + rest
 
     assert run.returncode == 0, output[-3000:]

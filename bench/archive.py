@@ -132,7 +132,8 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         f"Model {meta['version']} ({meta['engine']} engine), {meta['messages']} messages of the test split "
         f"({meta['mean_words']} words on average), {meta['cpus']} CPUs, "
-        f"load average {meta['load_average_at_start']:.2f} at the start, {meta.get('load_average_at_end', 0):.2f} at the end. "
+        f"load average {meta['load_average_at_start']:.2f} at the start, "
+        f"{meta.get('load_average_at_end', float('nan')):.2f} at the end. "
         "Marginal = (full − short messages) ÷ (full − short seconds); fixed = the short run's seconds"
         " less its messages at the marginal rate (Ray's start, each actor's model load).",
         "",

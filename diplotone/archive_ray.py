@@ -80,6 +80,9 @@ def score_on_ray(
         log_to_driver=False,
     )
     try:
+        # Ray Data reads small files into one block, and one block goes to one actor: blocks of about a batch's
+        # bytes let every actor of the pool take part, and keep the read streaming (no repartition barrier).
+        ray.data.DataContext.get_current().target_max_block_size = _bytes_per_batch(survey, batch)
         scored = ray.data.read_parquet(str(survey.input)).map_batches(
             BatchScorer,
             fn_constructor_kwargs={
@@ -98,6 +101,17 @@ def score_on_ray(
     finally:
         ray.shutdown()
     return survey.remaining
+
+
+def _bytes_per_batch(survey: Survey, batch: int) -> int:
+    """About ``batch`` rows of the input, in bytes (Parquet's uncompressed sizes), at least 1 KiB."""
+    import pyarrow.parquet as pq
+
+    parts = sorted(survey.input.glob("*.parquet")) if survey.input.is_dir() else [survey.input]
+    metadata = [pq.ParquetFile(part).metadata for part in parts]
+    rows = sum(m.num_rows for m in metadata) or 1
+    size = sum(m.row_group(i).total_byte_size for m in metadata for i in range(m.num_row_groups))
+    return max(1024, size * batch // rows)
 
 
 def version_files(folder: Path) -> dict[str, bytes]:

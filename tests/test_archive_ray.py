@@ -7,7 +7,6 @@ Each run is the real command in its own process (the driver), as a user would st
 from __future__ import annotations
 
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -75,7 +74,8 @@ def parquet_archive(folder: Path, records: list[dict[str, Any]], parts: int) -> 
     return folder
 
 
-def on_ray(source: Path, target: Path, version: Path, address: str) -> subprocess.Popen[str]:
+def on_ray(source: Path, target: Path, version: Path, address: str) -> subprocess.Popen[bytes]:
+    """The command, its output (Ray's log included) going to ``target``'s name + ``.log``."""
     command = [
         sys.executable,
         "-m",
@@ -95,9 +95,13 @@ def on_ray(source: Path, target: Path, version: Path, address: str) -> subproces
         "--batch",
         "40",
     ]
-    # Ray Data logs its progress every second instead of every 10 when not on a terminal: the kill test reads it.
-    env = {**os.environ, **RAY_ENV, "RAY_DATA_NON_TTY_PROGRESS_LOG_INTERVAL": "1"}
-    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = {**os.environ, **RAY_ENV}
+    with log_of(target).open("w") as log:
+        return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def log_of(target: Path) -> Path:
+    return target.with_name(target.name + ".log")
 
 
 def scores(folder: Path) -> dict[str, tuple[float, float, float, str]]:
@@ -122,7 +126,8 @@ def test_ray_resumes_a_local_output_and_gives_the_local_scores(
     score_archive(tiny_scorer, survey_archive(first, target))  # a run that stopped after 70 messages
 
     run = on_ray(source, target, tiny_version, cluster[0])
-    output, _ = run.communicate(timeout=600)
+    run.wait(timeout=600)
+    output = log_of(target).read_text()
 
     assert run.returncode == 0, output[-3000:]
     assert "300 messages, 70 already in" in output and "wrote 230 results" in output
@@ -147,31 +152,29 @@ def test_a_worker_killed_mid_run_is_replaced_and_the_output_is_complete(
 
     run = on_ray(source, target, tiny_version, cluster[0])
     try:
-        before = _wait_until_scoring(run)
+        _wait_for_a_first_part(run, target)
         victim = _scoring_worker(cluster[1])
         victim.kill()
-        rest, _ = run.communicate(timeout=600)
+        run.wait(timeout=600)
     finally:
         if run.poll() is None:
             run.kill()
-            run.communicate()
-    output = before + rest
+            run.wait()
+    output = log_of(target).read_text()
 
     assert run.returncode == 0, output[-3000:]
     assert not victim.is_running()
     _same(scores(target), expected)
 
 
-def _wait_until_scoring(run: subprocess.Popen[str]) -> str:
-    """Read the driver's log until Ray Data reports some batches scored and others still to come."""
-    assert run.stdout is not None
-    lines = []
-    for line in run.stdout:
-        lines.append(line)
-        found = re.search(r"MapBatches\(BatchScorer\): (\d+)/(\d+)", line)
-        if found and 0 < int(found.group(1)) < int(found.group(2)):
-            return "".join(lines)
-    raise AssertionError("the run ended before a worker could be killed mid-run:\n" + "".join(lines)[-3000:])
+def _wait_for_a_first_part(run: subprocess.Popen[bytes], target: Path) -> None:
+    """Until Ray has written a first scored block and the run is still going (the archive has ~60 blocks)."""
+    deadline = time.monotonic() + 300
+    while not list(target.glob("*.parquet")):
+        assert run.poll() is None, "the run ended before a worker could be killed:\n" + log_of(target).read_text()
+        assert time.monotonic() < deadline, "no scored block within 5 minutes"
+        time.sleep(0.2)
+    assert run.poll() is None, "the run ended before a worker could be killed: make the archive longer"
 
 
 def _scoring_worker(head: psutil.Process) -> psutil.Process:

@@ -65,14 +65,16 @@ def run(version: Path, messages: int, short: int, command: str) -> dict[str, Any
         for name, (workers, threads) in WAYS.items():
             seconds = {n: _timed(served, path, work / f"out-{len(ways)}-{n}.parquet", workers, threads)
                        for n, path in archives.items()}  # fmt: skip
-            marginal = (messages - short) / (seconds[messages] - seconds[short])
+            gap = seconds[messages] - seconds[short]
+            # A full run no slower than the short one: the machine's load changed between them; no rate to give.
+            marginal = (messages - short) / gap if gap > 0 else None
             ways[name] = {
                 "workers": workers,
                 "threads_each": threads,
                 "seconds": {str(n): round(s, 2) for n, s in seconds.items()},
                 "end_to_end_messages_per_s": round(messages / seconds[messages], 2),
-                "marginal_messages_per_s": round(marginal, 2),
-                "fixed_s": round(seconds[short] - short / marginal, 1),
+                "marginal_messages_per_s": round(marginal, 2) if marginal else None,
+                "fixed_s": round(seconds[short] - short / marginal, 1) if marginal else None,
             }
         return {
             "meta": {

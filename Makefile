@@ -6,14 +6,14 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 
-.PHONY: setup run test test-all check lint types train evaluate bench clean audit postgres
+.PHONY: setup run test test-all check lint types train evaluate bench bench-archive clean audit postgres
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-setup: $(BIN)/python  ## make .venv with the package (editable) and the dev tools
-	$(BIN)/pip install --quiet -e '.[dev]'
+setup: $(BIN)/python  ## make .venv with the package (editable), the dev tools and Ray (score-archive --ray)
+	$(BIN)/pip install --quiet -e '.[dev,ray]'
 
 run: setup  ## serve on 127.0.0.1:8000 with the embedded defaults (SQLite, the shipped model)
 	$(BIN)/diplotone serve --host 127.0.0.1 --port 8000
@@ -41,6 +41,11 @@ evaluate:  ## the active model beside the baselines on the test split
 
 bench:  ## speed and memory, measured side by side in one run (bench/results/)
 	$(BIN)/python -m bench
+	$(MAKE) bench-archive
+
+# --- archive scoring (issue 14) ---
+bench-archive:  ## score-archive: messages/s locally and on Ray with 1 and 2 workers (bench/results/archive.*)
+	$(BIN)/python -m bench.archive
 
 # --- reliability (issue 13) -------------------------------------------------------------------------------------
 audit:  ## known vulnerabilities of every installed package (pip-audit); fails if any package could not be audited

@@ -27,14 +27,20 @@ CHUNK = 64  # messages scored per call when reading a file: bounded memory, a mo
 
 
 def _scorer(model: Path | None, data_dir: Path) -> Any:
-    from model.registry import Registry
     from model.scorer import Scorer
 
-    if model is None:
-        registry = Registry(data_dir / "models")
-        registry.seed()
-        model = registry.active_path()
-    return Scorer.from_pretrained(model)
+    return Scorer.from_pretrained(_model_folder(model, data_dir))
+
+
+def _model_folder(model: Path | None, data_dir: Path) -> Path:
+    """``--model`` if given, else the registry's active version (the registry seeded from model/shipped/ first)."""
+    from model.registry import Registry
+
+    if model is not None:
+        return model
+    registry = Registry(data_dir / "models")
+    registry.seed()
+    return Path(registry.active_path())
 
 
 @app.command()
@@ -382,6 +388,51 @@ def plot_compare(
     comparison = _scorer(model, data_dir).compare(text_a, text_b)
     output.write_bytes(to_bytes(compare_figure(comparison, (file_a.stem, file_b.stem)), fmt))
     typer.echo(f"wrote {output} (delta {comparison.delta:+.1f}, P(B warmer) {comparison.p_b_warmer:.2f})")
+
+
+# --- score-archive (issue 14): the logic lives in diplotone/archive.py and diplotone/archive_ray.py ---------------
+
+
+@app.command("score-archive")
+def score_archive(
+    input: Annotated[Path, typer.Argument(help="an archive: .jsonl, .csv or .parquet (a file or a folder of parts)")],
+    output: Annotated[Path, typer.Option("--output", "-o", help=".jsonl, .csv or .parquet (a folder of parts)")],
+    ray: Annotated[
+        str | None, typer.Option("--ray", help="score on Ray Data: a cluster ADDRESS, or 'local' to start one here")
+    ] = None,
+    workers: Annotated[int, typer.Option(min=1, help="with --ray: scoring actors, each with its own model")] = 2,
+    threads: Annotated[int, typer.Option(min=1, help="torch threads (with --ray: per actor, CPUs reserved)")] = 1,
+    batch: Annotated[
+        int | None, typer.Option(min=1, help="messages per written batch, at most this lost in a crash [default: 256]")
+    ] = None,
+    model: ModelOption = None,
+    data_dir: DataDir = Path("var"),
+) -> None:
+    """Score a whole archive: every row checked first, results appended batch by batch; a re-run resumes."""
+    from diplotone.archive import BATCH, ArchiveError, survey_archive
+    from diplotone.archive import score_archive as run_local
+
+    try:
+        survey = survey_archive(input, output)  # every row checked before the model is loaded
+        typer.echo(f"{survey.rows} messages, {len(survey.done)} already in {output}", err=True)
+        folder = _model_folder(model, data_dir)
+        if ray is not None:
+            from diplotone.archive_ray import score_on_ray
+            from model.scorer import Scorer
+
+            version = Scorer.from_pretrained(folder).version  # checks the manifest before a cluster is involved
+            written = score_on_ray(survey, folder, version, ray, workers=workers, threads=threads, batch=batch or BATCH)
+        else:
+            import torch
+            from tqdm import tqdm
+
+            torch.set_num_threads(threads)
+            scorer = _scorer(folder, data_dir)
+            with tqdm(total=survey.remaining, unit="msg", disable=None, file=sys.stderr) as bar:
+                written = run_local(scorer, survey, batch=batch or BATCH, progress=bar.update)
+    except ArchiveError as error:
+        raise typer.BadParameter(str(error)) from error
+    typer.echo(f"wrote {written} results to {output}", err=True)
 
 
 @app.command()

@@ -21,9 +21,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn import functional
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
-from transformers.utils import logging as transformers_logging
+from transformers.utils import logging as _transformers_logging
 
 from model.base import BaseRef
+
+transformers_logging: Any = _transformers_logging  # its switches carry no type hints
 
 CONFIG = "config.json"
 BASE = "base.json"

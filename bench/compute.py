@@ -1,5 +1,5 @@
 """The compute side: the fp32 matrix-multiply limit of this machine, the encoder's FLOP per token, and model-only
-throughput per engine (``Scorer.predict`` in batches, no HTTP)."""
+throughput per engine (``Predictor.predict`` in batches, no HTTP)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from model import Scorer
 from model.encoding import encode_messages
+from model.predictor import Predictor
 
 
 def matmul_gflops(threads: int, size: int = 2048, runs: int = 8) -> dict[str, Any]:
@@ -91,24 +91,24 @@ class Workload:
     mean_window: float  # token-weighted mean window length, the s of the attention term
 
     @classmethod
-    def of(cls, scorer: Scorer, words: int, messages: list[str]) -> Workload:
-        encoded = encode_messages(scorer.tokenizer, messages, scorer.max_tokens)
+    def of(cls, predictor: Predictor, words: int, messages: list[str]) -> Workload:
+        encoded = encode_messages(predictor.tokenizer, messages, predictor.max_tokens)
         lengths = [len(window.token_ids) + 2 for message in encoded for window in message.windows]
         total = sum(lengths)
         return cls(words, messages, total / len(messages), sum(n * n for n in lengths) / total)
 
 
-def throughput(scorer: Scorer, workload: Workload, seconds: float, group_tokens: int = 16_384) -> dict[str, Any]:
+def throughput(predictor: Predictor, workload: Workload, seconds: float, group_tokens: int = 16_384) -> dict[str, Any]:
     """Score ``workload`` in groups of about ``group_tokens`` tokens for at least ``seconds`` (one group at least)."""
     per_call = max(1, round(group_tokens / workload.tokens_per_message))
     groups = [workload.messages[i : i + per_call] for i in range(0, len(workload.messages), per_call)]
-    scorer.predict(groups[0][:2])  # warm-up: first calls allocate and (ONNX) plan
+    predictor.predict(groups[0][:2])  # warm-up: first calls allocate and (ONNX) plan
     calls = scored = 0
     started = time.perf_counter()
     deadline = started + seconds
     while calls == 0 or time.perf_counter() < deadline:
         group = groups[calls % len(groups)]
-        scorer.predict(group)
+        predictor.predict(group)
         calls, scored = calls + 1, scored + len(group)
     elapsed = time.perf_counter() - started
     return {
@@ -119,27 +119,27 @@ def throughput(scorer: Scorer, workload: Workload, seconds: float, group_tokens:
     }
 
 
-def single_latency(scorer: Scorer, workload: Workload, repeats: int, seconds: float) -> dict[str, float]:
+def single_latency(predictor: Predictor, workload: Workload, repeats: int, seconds: float) -> dict[str, float]:
     """p50 and worst of scoring one message alone: ``repeats`` times, or fewer (5 at least) once ``seconds`` pass."""
-    scorer.predict(workload.messages[:1])
+    predictor.predict(workload.messages[:1])
     timings: list[float] = []
     deadline = time.perf_counter() + seconds
     while len(timings) < repeats and (len(timings) < 5 or time.perf_counter() < deadline):
         started = time.perf_counter()
-        scorer.predict([workload.messages[len(timings) % len(workload.messages)]])
+        predictor.predict([workload.messages[len(timings) % len(workload.messages)]])
         timings.append(time.perf_counter() - started)
     return {"p50_ms": 1000 * statistics.median(timings), "max_ms": 1000 * max(timings), "n": len(timings)}
 
 
 def measure_engine(
-    scorer: Scorer, workloads: list[Workload], limit_gflops: float, seconds: float, repeats: int
+    predictor: Predictor, workloads: list[Workload], limit_gflops: float, seconds: float, repeats: int
 ) -> dict[str, Any]:
     """Throughput, efficiency and single-message latency of one loaded engine on each workload."""
-    config = scorer.net.encoder.config
+    config = predictor.net.encoder.config
     rows: dict[str, Any] = {}
     for workload in workloads:
         flop = flop_per_token(config, workload.mean_window)
-        speed = throughput(scorer, workload, seconds)
+        speed = throughput(predictor, workload, seconds)
         rows[str(workload.words)] = {
             **speed,
             "tokens_per_message": workload.tokens_per_message,
@@ -147,6 +147,6 @@ def measure_engine(
             "flop_per_token": flop,
             "gflops": speed["tokens_per_s"] * flop / 1e9,
             "efficiency": speed["tokens_per_s"] * flop / (limit_gflops * 1e9),
-            "single": single_latency(scorer, workload, repeats, seconds),
+            "single": single_latency(predictor, workload, repeats, seconds),
         }
     return rows

@@ -22,16 +22,16 @@ from fastapi import FastAPI, Request
 from pydantic import BaseModel, Field
 from transformers import Pipeline
 
-from model import Scorer
+from model.predictor import Predictor
 
 
 class EffusivenessPipeline(Pipeline):
     """text → {"score": 0-100}: tokenize (truncated), encode, mean-pool content tokens, linear head, sigmoid."""
 
-    def __init__(self, scorer: Scorer, **kwargs: Any) -> None:
-        encoder: Any = scorer.net.encoder  # the merged BertModel of the version
-        super().__init__(model=encoder, tokenizer=cast(Any, scorer.tokenizer), device=-1, **kwargs)
-        self.head = scorer.net.head
+    def __init__(self, predictor: Predictor, **kwargs: Any) -> None:
+        encoder: Any = predictor.net.encoder  # the merged BertModel of the version
+        super().__init__(model=encoder, tokenizer=cast(Any, predictor.tokenizer), device=-1, **kwargs)
+        self.head = predictor.net.head
         self.max_length = min(512, int(encoder.config.max_position_embeddings))
 
     def _sanitize_parameters(self, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
@@ -68,8 +68,8 @@ class NaiveScoreRequest(BaseModel):
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     torch.set_num_threads(int(os.environ.get("BENCH_NAIVE_THREADS", "2")))
-    scorer = Scorer.from_pretrained(os.environ["BENCH_NAIVE_VERSION"])
-    app.state.pipeline = EffusivenessPipeline(scorer)
+    predictor = Predictor.from_pretrained(os.environ["BENCH_NAIVE_VERSION"])
+    app.state.pipeline = EffusivenessPipeline(predictor)
     yield
 
 

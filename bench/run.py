@@ -21,8 +21,9 @@ from bench.report import targets
 from bench.servers import ROOT, cpu_plan
 from bench.service_bench import SCORE_ENGINE, ServicePlan, run_service
 from bench.texts import corpus_texts, messages_of
-from model import Scorer
-from model.engines import ENGINES, OnnxEngine, onnx_files
+from model.engines import ENGINES, OnnxEngine
+from model.engines.export import onnx_files
+from model.predictor import Predictor
 from service.app import CALIBRATION_TEXTS
 
 LENGTHS = (30, 200, 600)  # words per message
@@ -103,34 +104,34 @@ def model_only(
     median round (all rounds' messages/s are kept beside it).
     """
     torch.set_num_threads(plan.threads)
-    scorers: dict[str, Scorer] = {}
+    predictors: dict[str, Predictor] = {}
     served: dict[str, str] = {}
     for name in ENGINES:
-        scorer = Scorer.from_pretrained(
+        predictor = Predictor.from_pretrained(
             version, engine=name, threads=plan.threads, parity_texts=texts, calibration_texts=calibration
         )
-        served[name] = scorer.engine.name
-        if scorer.engine.name != name:
-            files = onnx_files(version, scorer.net, scorer.encoder_inputs(calibration))
-            scorer.engine = OnnxEngine(files[name], name, plan.threads)
-        scorers[name] = scorer
-    workloads = [Workload.of(scorers["torch"], words, messages_of(words, texts, plan.messages)) for words in LENGTHS]
+        served[name] = predictor.engine.name
+        if predictor.engine.name != name:
+            files = onnx_files(version, predictor.net, predictor.window_batches(calibration))
+            predictor.engine = OnnxEngine(files[name], name, plan.threads)
+        predictors[name] = predictor
+    workloads = [Workload.of(predictors["torch"], words, messages_of(words, texts, plan.messages)) for words in LENGTHS]
     rounds = [
         {
-            name: measure_engine(scorer, workloads, limit_gflops, plan.model_s, plan.single_repeats)
-            for name, scorer in scorers.items()
+            name: measure_engine(predictor, workloads, limit_gflops, plan.model_s, plan.single_repeats)
+            for name, predictor in predictors.items()
         }
         for _ in range(plan.model_rounds)
     ]
     engines = {
         name: {
             "served": served[name],
-            "report": scorer.engine_report,
+            "report": predictor.engine_report,
             "lengths": {length: _median_round([r[name][length] for r in rounds]) for length in rounds[0][name]},
         }
-        for name, scorer in scorers.items()
+        for name, predictor in predictors.items()
     }
-    del scorers
+    del predictors
     gc.collect()
     return {"lengths_words": list(LENGTHS), "engines": engines}
 

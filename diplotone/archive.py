@@ -135,7 +135,9 @@ def check_same_version(survey: Survey, version: str) -> None:
         )
 
 
-def result_rows(records: Sequence[dict[str, Any]], results: Sequence[ScoreResult], metadata: list[str]) -> list[dict]:
+def result_rows(
+    records: Sequence[dict[str, Any]], results: Sequence[ScoreResult], metadata: list[str]
+) -> list[dict[str, Any]]:
     """One output row per record: id, metadata, then the result's columns."""
     rows = []
     for record, result in zip(records, results, strict=True):

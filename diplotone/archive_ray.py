@@ -111,7 +111,7 @@ def _bytes_per_batch(survey: Survey, batch: int) -> int:
     metadata = [pq.ParquetFile(part).metadata for part in parts]
     rows = sum(m.num_rows for m in metadata) or 1
     size = sum(m.row_group(i).total_byte_size for m in metadata for i in range(m.num_row_groups))
-    return max(1024, size * batch // rows)
+    return max(1024, int(size) * batch // int(rows))
 
 
 def version_files(folder: Path) -> dict[str, bytes]:

@@ -1,4 +1,4 @@
-"""diplotone's model: load a version, score, explain and compare diplomatic messages.
+"""diplotone's model: load a version, score (``Predictor``), explain and compare (``Scorer``) diplomatic messages.
 
 Knows nothing of FastAPI, SQLAlchemy or the Trainer (see docs/design.md, "Three parts, one import direction").
 """
@@ -6,6 +6,7 @@ Knows nothing of FastAPI, SQLAlchemy or the Trainer (see docs/design.md, "Three 
 from model.bands import BAND_NAMES, BANDS, band_of
 from model.errors import ArtifactCorrupt, DiplotoneError, EmptyInput, InputTooLong, UnknownVersion
 from model.markers import MARKER_KINDS, Marker, find_markers
+from model.predictor import Predictor
 from model.registry import Registry
 from model.results import Comparison, ScoreResult
 from model.scorer import Scorer
@@ -20,6 +21,7 @@ __all__ = [
     "EmptyInput",
     "InputTooLong",
     "Marker",
+    "Predictor",
     "Registry",
     "ScoreResult",
     "Scorer",

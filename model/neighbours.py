@@ -33,7 +33,8 @@ class Neighbours:
         """Mean cosine distance of each row of ``embeddings`` (texts, hidden) to its ``k`` nearest, shape (texts,)."""
         similarity = _unit(np.asarray(embeddings, dtype=np.float32)) @ self.embeddings.T  # (texts, train)
         nearest = -np.partition(-similarity, self.k - 1, axis=1)[:, : self.k]
-        return np.clip(1.0 - nearest.mean(axis=1), 0.0, 2.0).astype(float)
+        distances: np.ndarray = np.clip(1.0 - nearest.mean(axis=1), 0.0, 2.0).astype(float)
+        return distances
 
     def save(self, folder: Path) -> None:
         np.save(folder / NEIGHBOURS, self.embeddings.astype(np.float16))
@@ -45,4 +46,5 @@ class Neighbours:
 
 
 def _unit(matrix: np.ndarray) -> np.ndarray:
-    return matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
+    unit: np.ndarray = matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
+    return unit

@@ -1,7 +1,9 @@
-"""The effusiveness network: a BERT-style encoder, mean pooling over content tokens, a linear head.
+"""The effusiveness network and its one forward pass: a BERT-style encoder, mean pooling over content tokens, a
+linear head.
 
-``score = 100 * sigmoid(head(mean of the message's token states))``. Saving and loading live here, once, for the
-trainer and the scorer alike.
+``score = 100 * sigmoid(head(mean of the message's content-token states))``, in two steps that training, the Scorer
+and the ONNX export share: ``pool`` (token states → per-group sums and counts) and ``EffusivenessNet.logits`` (sums and
+counts → logits). Saving and loading live here, once, for the trainer and the scorer alike.
 """
 
 from __future__ import annotations
@@ -17,10 +19,13 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.nn import functional
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
-from transformers.utils import logging as transformers_logging
+from transformers.utils import logging as _transformers_logging
 
 from model.base import BaseRef
+
+transformers_logging: Any = _transformers_logging  # its switches carry no type hints
 
 CONFIG = "config.json"
 BASE = "base.json"
@@ -55,23 +60,15 @@ class EffusivenessNet(nn.Module):
         states: torch.Tensor = output.last_hidden_state
         return states
 
-    @staticmethod
-    def pool(
-        states: torch.Tensor, pool_mask: torch.Tensor, window_message: torch.Tensor, n_messages: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Sum the content-token states of each message across its windows.
+    def logits(self, sums: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        """Step 2 of the forward pass: (n, hidden) state sums and (n,) token counts from ``pool`` → (n,) head logits.
 
-        Returns sums (messages, hidden) and token counts (messages,); their ratio is the mean-pooled embedding.
+        Computed in the dtype of ``sums`` (float64 in the Scorer, so that batching cannot move a score by rounding);
+        dropout acts in training only.
         """
-        window_sums = (states * pool_mask.unsqueeze(-1)).sum(dim=1)  # (windows, hidden)
-        window_counts = pool_mask.sum(dim=1)  # (windows,)
-        sums = states.new_zeros(n_messages, states.shape[-1]).index_add(0, window_message, window_sums)
-        counts = states.new_zeros(n_messages).index_add(0, window_message, window_counts)
-        return sums, counts
-
-    def head_score(self, pooled: torch.Tensor) -> torch.Tensor:
-        """(n, hidden) mean-pooled embeddings → (n,) scores in [0, 1]."""
-        return torch.sigmoid(self.head(self.dropout(pooled)).squeeze(-1))
+        pooled = sums / counts.clamp(min=1.0).unsqueeze(-1)  # (n, hidden): the mean-pooled embeddings
+        weight, bias = self.head.weight.to(pooled.dtype), self.head.bias.to(pooled.dtype)
+        return functional.linear(self.dropout(pooled), weight, bias).squeeze(-1)
 
     def forward(
         self,
@@ -81,10 +78,35 @@ class EffusivenessNet(nn.Module):
         window_message: torch.Tensor,
         n_messages: int,
     ) -> torch.Tensor:
-        """Windows → one score in [0, 1] per message, shape (n_messages,)."""
+        """Windows → one score in [0, 1] per message, shape (n_messages,): what training optimises."""
         states = self.token_states(input_ids, attention_mask)
-        sums, counts = self.pool(states, pool_mask, window_message, n_messages)
-        return self.head_score(sums / counts.clamp(min=1.0).unsqueeze(-1))
+        owner = window_message.unsqueeze(1).expand_as(pool_mask)  # (windows, tokens): each token's message
+        sums, counts = pool(states, pool_mask, owner, n_messages)
+        return torch.sigmoid(self.logits(sums, counts))
+
+
+def pool(
+    states: torch.Tensor,
+    pool_mask: torch.Tensor,
+    groups: torch.Tensor,
+    n_groups: int,
+    dtype: torch.dtype | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Step 1 of the forward pass: sum the content-token states of each group (a message, a sentence, a window).
+
+    ``states`` (windows, tokens, hidden) from an encoder; ``pool_mask`` (windows, tokens), 1 on content tokens and 0
+    on [CLS], [SEP] and padding (``model.encoding.collate_windows``); ``groups`` (windows, tokens), the group each
+    token adds to (read on content tokens only). Returns sums (n_groups, hidden) and token counts (n_groups,) in
+    ``dtype`` (default: the states'); ``EffusivenessNet.logits`` takes their ratio, the mean-pooled embedding. Sums
+    rather than means, so that a message's windows, encoded in different batches, add up to the same embedding.
+    Training, the Scorer and the ONNX export's calibration all pool through here.
+    """
+    keep = pool_mask > 0  # (windows, tokens)
+    content = states[keep].to(dtype or states.dtype)  # (content tokens, hidden); specials and padding never widened
+    owner = groups[keep]  # (content tokens,)
+    sums = content.new_zeros(n_groups, content.shape[-1]).index_add(0, owner, content)
+    counts = content.new_zeros(n_groups).index_add(0, owner, content.new_ones(len(content)))
+    return sums, counts
 
 
 @contextmanager

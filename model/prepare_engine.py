@@ -28,7 +28,8 @@ def is_prepared(folder: Path, engine: str, parity_texts: Sequence[str]) -> bool:
     """Whether ``folder`` already holds this recipe's ONNX files and a parity verdict for ``engine`` on these texts
     (a restart): then there is nothing for a child to do. Calibration texts are not compared; if only they changed,
     the load re-exports in-process."""
-    from model.engines import ParityCache, exported
+    from model.engines.export import exported
+    from model.engines.parity import ParityCache
 
     return exported(folder) and ParityCache(folder / "cache", parity_texts).get(engine) is not None
 
@@ -72,21 +73,21 @@ def prepare_in_child(
 
 
 def main(argv: Sequence[str]) -> int:
-    from model.scorer import Scorer
+    from model.predictor import Predictor
 
     if len(argv) != 1:
         print("usage: python -m model.prepare_engine REQUEST.json", file=sys.stderr)
         return 2
     request = json.loads(Path(argv[0]).read_text())
     os.nice(request.get("niceness", 0))  # the server's model threads run at this priority; so does their preparation
-    scorer = Scorer.from_pretrained(
+    predictor = Predictor.from_pretrained(
         request["folder"],
         engine=request["engine"],
         threads=request["threads"],
         parity_texts=request["parity_texts"],
         calibration_texts=request["calibration_texts"],
     )
-    print(json.dumps(scorer.engine_report))
+    print(json.dumps(predictor.engine_report))
     return 0
 
 

@@ -63,7 +63,7 @@ class _Drawn:
 
 
 def _day(day: dt.date) -> float:
-    return float(mdates.date2num(day))
+    return float(mdates.date2num(day))  # type: ignore[no-untyped-call]
 
 
 def _figure(size: tuple[float, float]) -> Figure:
@@ -160,7 +160,7 @@ def timeline_figure(timeline: TimelineResponse) -> Figure:
     axes.set_ylabel("effusiveness (0–100)", color=INK)
     if scored or unpublished or timeline.absences:
         axes.xaxis_date()
-        axes.xaxis.set_major_formatter(mdates.ConciseDateFormatter(axes.xaxis.get_major_locator()))
+        axes.xaxis.set_major_formatter(mdates.ConciseDateFormatter(axes.xaxis.get_major_locator()))  # type: ignore[no-untyped-call]
     title = f"{timeline.sender} → {timeline.recipient}"
     absences = len(timeline.absences)
     counts = f"{len(scored)} scored, {len(unpublished)} unpublished, {absences} absence{'' if absences == 1 else 's'}"

@@ -134,7 +134,11 @@ def test_db_upgrade_creates_the_schema_at_the_latest_migration(tmp_path: Path) -
         tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         [(revision,)] = connection.execute("SELECT version_num FROM alembic_version").fetchall()
     assert tables == {"alembic_version", "api_keys", "messages", "labels", "pairs", "training_runs"}
-    assert revision == "0001"
+    from alembic.script import ScriptDirectory
+
+    from service.migrations import alembic_config
+
+    assert revision == ScriptDirectory.from_config(alembic_config()).get_current_head()
     again = runner.invoke(app, ["db", "upgrade", "--data-dir", str(tmp_path)])  # idempotent
     assert again.exit_code == 0, again.output
 
@@ -159,17 +163,17 @@ def test_keys_create_list_and_revoke(tmp_path: Path) -> None:
         listed = runner.invoke(app, ["keys", "list", *data])
         assert listed.exit_code == 0, listed.output
         [line] = listed.stdout.splitlines()
-        assert line.startswith(f"{key_id}  label  active ") and line.endswith("  analyst")
+        assert line.startswith(f"dpt_{key_id}_…  label  active ") and line.endswith("  analyst")
 
         revoked = runner.invoke(app, ["keys", "revoke", key_id, *data])
-        assert (revoked.exit_code, revoked.stdout) == (0, f"revoked {key_id}\n")
+        assert (revoked.exit_code, revoked.stdout) == (0, f"revoked dpt_{key_id}_…\n")
         with database.sessions() as session:
             assert authenticate(session, token) is None
         assert " revoked " in runner.invoke(app, ["keys", "list", *data]).stdout
     finally:
         database.close()
     again = runner.invoke(app, ["keys", "revoke", key_id, *data])
-    assert again.exit_code == 2 and f"no active key with id '{key_id}'" in _plain(again.output)
+    assert again.exit_code == 2 and f"no active key dpt_{key_id}_…" in _plain(again.output)
 
 
 def test_keys_create_refuses_an_unknown_scope(tmp_path: Path) -> None:

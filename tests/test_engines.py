@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.engines import onnx_files
+from model.engines.export import onnx_files
 from model.scorer import Scorer
 from tests.factories import make_tiny_base, make_tiny_version
 
@@ -66,7 +66,7 @@ def test_export_fuses_attention_and_gelu_and_keeps_the_torch_model(tiny_version:
 
     scorer = Scorer.from_pretrained(shutil.copytree(tiny_version, tmp_path / "v"))
     before = scorer.net.encoder.config._attn_implementation
-    paths = onnx_files(tmp_path / "v", scorer.net, scorer.encoder_inputs(TEXTS))
+    paths = onnx_files(tmp_path / "v", scorer.net, scorer.predictor.window_batches(TEXTS))
     fp32_ops = {node.op_type for node in onnx.load(str(paths["onnx-fp32"])).graph.node}
     int8 = onnx.load(str(paths["onnx-int8"])).graph
     weights = {initializer.name for initializer in int8.initializer}
@@ -80,12 +80,12 @@ def test_export_fuses_attention_and_gelu_and_keeps_the_torch_model(tiny_version:
 def test_int8_keeps_its_most_sensitive_layer_fp32_and_quantizes_the_rest(tmp_path: Path) -> None:
     import onnx
 
-    from model.engines import _input_channel_maxima, _layers, _sensitive_layers, _smooth
+    from model.engines.export import _input_channel_maxima, _layers, _sensitive_layers, _smooth
 
     base = make_tiny_base(tmp_path / "base", layers=3)  # a third of three layers: one may stay fp32
     folder = make_tiny_version(base, tmp_path / "v")
     scorer = Scorer.from_pretrained(folder)
-    calibration = scorer.encoder_inputs(TEXTS)
+    calibration = scorer.predictor.window_batches(TEXTS)
     paths = onnx_files(folder, scorer.net, calibration)
     fp32 = onnx.load(str(paths["onnx-fp32"]))
     layers = _layers(fp32)
@@ -107,10 +107,10 @@ def test_smoothing_leaves_the_fp32_product_unchanged_and_caps_outlier_channels(
     import onnx
     import onnxruntime
 
-    from model.engines import SMOOTH_RANK, _input_channel_maxima, _smooth, _weight_products
+    from model.engines.export import SMOOTH_RANK, _input_channel_maxima, _smooth, _weight_products
 
     scorer = Scorer.from_pretrained(shutil.copytree(tiny_version, tmp_path / "v"))
-    batches = scorer.encoder_inputs(TEXTS)
+    batches = scorer.predictor.window_batches(TEXTS)
     original = onnx.load(str(onnx_files(tmp_path / "v", scorer.net)["onnx-fp32"]))
     maxima = _input_channel_maxima(original, batches)
     smoothed = onnx.ModelProto()
@@ -121,8 +121,7 @@ def test_smoothing_leaves_the_fp32_product_unchanged_and_caps_outlier_channels(
 
     def states(model: onnx.ModelProto) -> np.ndarray:
         session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-        input_ids, attention_mask = batches[0]
-        feeds = {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()}
+        feeds = {"input_ids": batches[0].input_ids.numpy(), "attention_mask": batches[0].attention_mask.numpy()}
         return np.asarray(session.run(None, feeds)[0])
 
     assert np.allclose(states(smoothed), states(original), atol=1e-4)
@@ -214,7 +213,7 @@ def test_int8_logit_fit_is_recorded_at_export_and_loaded_with_the_int8_engine(
     from model.engines import IDENTITY, OnnxEngine
 
     scorer = Scorer.from_pretrained(shutil.copytree(tiny_version, tmp_path / "v"))
-    paths = onnx_files(tmp_path / "v", scorer.net, scorer.encoder_inputs(TEXTS))
+    paths = onnx_files(tmp_path / "v", scorer.net, scorer.predictor.window_batches(TEXTS))
     slope, intercept = json.loads((tmp_path / "v" / "cache" / "onnx.json").read_text())["int8_logit_fit"]
     assert OnnxEngine(paths["onnx-int8"], "onnx-int8").logit_fit == (slope, intercept)
     assert OnnxEngine(paths["onnx-fp32"], "onnx-fp32").logit_fit == IDENTITY
@@ -222,12 +221,12 @@ def test_int8_logit_fit_is_recorded_at_export_and_loaded_with_the_int8_engine(
 
 
 def test_logit_fit_is_the_identity_when_int8_equals_fp32(tiny_version: Path, tmp_path: Path) -> None:
-    from model.engines import _fit_int8_logits
+    from model.engines.export import _fit_int8_logits
 
     scorer = Scorer.from_pretrained(shutil.copytree(tiny_version, tmp_path / "v"))
     paths = onnx_files(tmp_path / "v", scorer.net)
     same = {"onnx-fp32": paths["onnx-fp32"], "onnx-int8": paths["onnx-fp32"]}
-    slope, intercept = _fit_int8_logits(same, scorer.net, scorer.encoder_inputs(TEXTS))
+    slope, intercept = _fit_int8_logits(same, scorer.net, scorer.predictor.window_batches(TEXTS))
     assert slope == pytest.approx(1.0, abs=1e-9) and intercept == pytest.approx(0.0, abs=1e-9)
     assert _fit_int8_logits(paths, scorer.net, []) == (1.0, 0.0)  # nothing to fit on
 

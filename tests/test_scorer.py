@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from model.calibration import Calibration
 from model.encoding import encode_messages
 from model.errors import ArtifactCorrupt, EmptyInput, InputTooLong
 from model.network import NetworkConfig
+from model.predictor import Predictor
 from model.scorer import Scorer
 from tests.factories import make_tiny_network, save_tiny_version
 
@@ -36,10 +36,9 @@ def test_predict_agrees_with_score(tiny_scorer: Scorer) -> None:
 def test_a_saved_adapter_loads_back_to_the_same_scores(tiny_base: Path, tmp_path: Path) -> None:
     net, tokenizer = make_tiny_network(tiny_base, adapter_std=0.5)  # B ≠ 0: the adapter changes the encoder
     config = NetworkConfig(mode="lora", max_tokens=24)
-    calibration = Calibration(coverage=0.9, halfwidth=12.0, residual_sd=8.0, n=40)
-    in_memory = Scorer(net, tokenizer, config, calibration, "in-memory").predict([WARM, COLD])
+    in_memory = Predictor(net, tokenizer, config, version="in-memory").predict([WARM, COLD])
     with net.encoder.disable_adapter():
-        without_adapter = Scorer(net, tokenizer, config, calibration, "base").predict([WARM, COLD])
+        without_adapter = Predictor(net, tokenizer, config, version="base").predict([WARM, COLD])
     assert np.abs(in_memory - without_adapter).max() > 1.0  # else a lost adapter would go unnoticed
     folder = save_tiny_version(net, tokenizer, tiny_base, tmp_path / "saved")
     assert np.allclose(Scorer.from_pretrained(folder).predict([WARM, COLD]), in_memory, atol=1e-4)

@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 from model.base import base_ref
 from model.calibration import Calibration
 from model.network import NetworkConfig, save_network
+from model.predictor import Predictor
 from model.registry import Registry
 from model.scorer import Scorer
 from tests.factories import COLD_SENTENCES, WARM_SENTENCES, make_tiny_network, write_tiny_corpus
@@ -134,8 +135,7 @@ def test_training_scores_a_message_as_the_scorer_does(tiny_base: Path) -> None:
             n_messages=len(batch["labels"]),
         )
     by_id = dict(zip(dataset.ids, (trained * 100).tolist(), strict=True))
-    calibration = Calibration(coverage=0.9, halfwidth=12.0, residual_sd=8.0, n=40)
-    served = Scorer(net, tokenizer, NetworkConfig(mode="lora", max_tokens=16), calibration, "x").predict(texts)
+    served = Predictor(net, tokenizer, NetworkConfig(mode="lora", max_tokens=16), version="x").predict(texts)
     assert [by_id[r["id"]] for r in records] == pytest.approx(served.tolist(), abs=1e-3)
 
 

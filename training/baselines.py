@@ -12,10 +12,9 @@ from sklearn.linear_model import RidgeCV
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
 from model.base import base_ref
-from model.calibration import Calibration
 from model.markers import MARKER_KINDS, count_markers, find_markers
 from model.network import NetworkConfig, build_network
-from model.scorer import Scorer
+from model.predictor import Predictor
 from model.text import words
 from training.corpus import Corpus
 from training.evaluation import Predict, split_arrays
@@ -42,8 +41,7 @@ def frozen_embedding_features(base: str | None = None, max_tokens: int = 512) ->
     """Mean-pooled embeddings of the base encoder, untouched by fine-tuning."""
     config = NetworkConfig(max_tokens=max_tokens)
     net, tokenizer = build_network(base_ref(base).resolve(), config)
-    encoder = Scorer(net, tokenizer, config, Calibration(0.9, 0.0, 1.0, 0), "frozen-base")
-    return encoder.embed
+    return Predictor(net, tokenizer, config, version="frozen-base").embed
 
 
 def fitted(corpus: Corpus, features: Features) -> Predict:

@@ -23,7 +23,6 @@ from transformers import EarlyStoppingCallback, TrainerCallback, TrainingArgumen
 
 from model.artifacts import sha256_file, write_manifest
 from model.base import BaseRef, base_ref
-from model.calibration import Calibration
 from model.contract import STORED_PREFIX, RunOutcome, RunProgress, write_progress
 from model.neighbours import Neighbours
 from model.network import (
@@ -34,6 +33,7 @@ from model.network import (
     load_network_for_training,
     save_network,
 )
+from model.predictor import Predictor
 from model.registry import Registry
 from model.scorer import Scorer
 from training.args import TrainArgs
@@ -116,7 +116,7 @@ def train(
     with tempfile.TemporaryDirectory(prefix="diplotone-version-") as staging_name:
         staging = Path(staging_name)
         save_network(net, tokenizer, staging, config, base)
-        live = Scorer(net, tokenizer, config, Calibration(args.coverage, 0.0, 1.0, 0), "candidate")
+        live = Predictor(net, tokenizer, config, version="candidate")
         live.neighbours = Neighbours(live.embed(split_arrays(corpus, "train")[1]))
         live.neighbours.save(staging)
         estimates = estimate_splits(corpus, live.predict_with_distance, _evaluated_splits(corpus))
@@ -228,7 +228,7 @@ def _optimizer(net: EffusivenessNet, args: TrainArgs) -> torch.optim.Optimizer:
 
 def _check_round_trip(folder: Path, expected: np.ndarray, texts: list[str]) -> None:
     """The saved version, loaded through the production loader, must score as the model that was evaluated."""
-    loaded = Scorer.from_pretrained(folder).predict(texts)
+    loaded = Predictor.from_pretrained(folder).predict(texts)
     drift = float(np.max(np.abs(loaded - expected))) if len(texts) else 0.0
     if drift > 1e-3:
         raise RuntimeError(f"saved model scores differ from the trained one by up to {drift:.5f} points")

@@ -51,7 +51,7 @@ class EffusivenessTrainer(Trainer):
             loss = loss + self.pair_weight * functional.relu(margin - lead).mean()
         return (loss, {"loss": loss, "scores": scores}) if return_outputs else loss
 
-    def _get_train_sampler(self, train_dataset: Dataset | None = None) -> Sampler[int] | None:
+    def _get_train_sampler(self, train_dataset: Dataset[Any] | None = None) -> Sampler[int] | None:
         """Batches of groups of similar length, drawn in a seeded random order.
 
         A batch is padded to its longest window; in random batches of 30- to 600-word messages 42% of the tokens

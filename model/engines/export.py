@@ -1,78 +1,27 @@
-"""Encoder engines behind one interface: torch fp32 (the reference), ONNX Runtime fp32 and ONNX Runtime int8.
+"""Building a version's ONNX encoders: trace the encoder, fuse it into ONNX Runtime's BERT kernels, smooth its outlier
+channels and quantize it to int8 (its most sensitive layers kept fp32), and fit int8's logit correction.
 
-Only the encoder differs between engines; tokenization, windows, pooling and the head stay in the Scorer, so every
-engine produces the same result shape. ONNX files are derived from a version's checked weights and cached in its
-``cache/`` folder (outside the manifest), tagged with the sha256 of the manifest they came from.
+The files are derived from a version's checked weights and cached in its ``cache/`` folder (outside the manifest),
+tagged with the sha256 of the manifest they came from; ``model.engines.runtime`` opens them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 
 from model.artifacts import sha256_file
-from model.network import EffusivenessNet
-
-ENGINES = ("torch", "onnx-fp32", "onnx-int8")
-# The residual add and layer norm fused into one SkipLayerNormalization kernel ran slower on this CPU than the two
-# standard ops (MiniLM, 2 threads, 200-word messages: int8 55 → 62-68 messages/s, fp32 29 → 32), so neither the
-# export nor the session fuses them.
-SLOW_FUSIONS = ["SkipLayerNormFusion"]
-log = logging.getLogger("diplotone.engines")
-
-
-IDENTITY = (1.0, 0.0)  # (slope, intercept) of a logit correction that changes nothing
-
-
-class Engine(Protocol):
-    name: str
-    # The head's logit z becomes slope * z + intercept before the sigmoid: int8's fitted correction, else IDENTITY.
-    logit_fit: tuple[float, float]
-
-    def token_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """(windows, tokens) ids and mask → (windows, tokens, hidden) float states."""
-        ...
-
-
-class TorchEngine:
-    name = "torch"
-    logit_fit = IDENTITY
-
-    def __init__(self, net: EffusivenessNet) -> None:
-        self.net = net.eval()
-
-    def token_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode():
-            return self.net.token_states(input_ids, attention_mask)
-
-
-class OnnxEngine:
-    def __init__(self, path: Path, name: str, threads: int | None = None) -> None:
-        import onnxruntime
-
-        options = onnxruntime.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = onnxruntime.InferenceSession(
-            str(path), options, providers=["CPUExecutionProvider"], disabled_optimizers=SLOW_FUSIONS
-        )
-        self.name = name
-        self.logit_fit = _stored_logit_fit(path) if name == "onnx-int8" else IDENTITY
-
-    def token_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        feeds = {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()}
-        return torch.from_numpy(np.asarray(self.session.run(None, feeds)[0]))
+from model.encoding import WindowBatch
+from model.engines.runtime import ENGINES, IDENTITY, STAMP, Engine, OnnxEngine
+from model.network import EffusivenessNet, pool
 
 
 class _EncoderStates(torch.nn.Module):
@@ -86,8 +35,7 @@ class _EncoderStates(torch.nn.Module):
         return self.net.token_states(input_ids, attention_mask)
 
 
-RECIPE = 6  # bump when the export changes, so that files cached by an older recipe are rebuilt
-EncoderInputs = tuple[torch.Tensor, torch.Tensor]  # (input_ids, attention_mask) of one batch of windows
+RECIPE = 7  # bump when the export changes, so that files cached by an older recipe are rebuilt
 
 
 def onnx_paths(folder: Path) -> dict[str, Path]:
@@ -95,7 +43,7 @@ def onnx_paths(folder: Path) -> dict[str, Path]:
     return {name: folder / "cache" / f"encoder-{name.removeprefix('onnx-')}.onnx" for name in ENGINES[1:]}
 
 
-def onnx_files(folder: Path, net: EffusivenessNet, calibration: Sequence[EncoderInputs] = ()) -> dict[str, Path]:
+def onnx_files(folder: Path, net: EffusivenessNet, calibration: Sequence[WindowBatch] = ()) -> dict[str, Path]:
     """Export (once) the fp32 and int8 ONNX encoders of a version into ``folder/cache``; return their paths.
 
     ``calibration`` batches (texts the model will meet, not the parity texts) set the int8 smoothing scales and its
@@ -106,7 +54,7 @@ def onnx_files(folder: Path, net: EffusivenessNet, calibration: Sequence[Encoder
     calibration_sha256 = _inputs_sha256(calibration)
     if exported(folder, calibration_sha256):
         return paths
-    stamp = folder / "cache" / "onnx.json"
+    stamp = folder / "cache" / STAMP
     stamp.parent.mkdir(exist_ok=True)
     _export(net, paths["onnx-fp32"])
     fp32_layers = _quantize(net, paths["onnx-fp32"], paths["onnx-int8"], calibration)
@@ -123,15 +71,16 @@ def onnx_files(folder: Path, net: EffusivenessNet, calibration: Sequence[Encoder
 
 
 def _fit_int8_logits(
-    paths: dict[str, Path], net: EffusivenessNet, calibration: Sequence[EncoderInputs]
+    paths: dict[str, Path], net: EffusivenessNet, calibration: Sequence[WindowBatch]
 ) -> tuple[float, float]:
     """The least-squares line from int8 to fp32 head logits over the calibration windows: (slope, intercept).
 
     Rounding every activation to 256 levels adds noise to the pooled embedding, and the head reads it as a pull
     toward the middle: on the shipped model int8 scored low messages 0.6-0.7 points too high and high ones 0.3 too low.
     Two numbers fitted on the calibration texts (train split) take that out. On the 198-message test split the largest
-    gap to fp32 fell from 2.17 to 1.58 points and the mean from 0.51 to 0.31. Windows are pooled over all their real
-    tokens here, where the Scorer leaves [CLS] and [SEP] out; on the shipped model the two fits agree to 2e-4.
+    gap to fp32 fell from 2.17 to 1.58 points and the mean from 0.51 to 0.31. Each window is pooled on its own, over
+    its content tokens as the Scorer pools (until recipe 7 over all real tokens; on the shipped model the two fits
+    agreed to 2e-4).
     """
     if not calibration:
         return IDENTITY
@@ -142,32 +91,23 @@ def _fit_int8_logits(
     return float(slope), float(intercept)
 
 
-def _head_logits(engine: Engine, net: EffusivenessNet, batches: Sequence[EncoderInputs]) -> np.ndarray:
-    """The head's logit for every window of ``batches``, its states mean-pooled over all real tokens."""
+def _head_logits(engine: Engine, net: EffusivenessNet, batches: Sequence[WindowBatch]) -> np.ndarray:
+    """The head's logit for every window of ``batches``, shape (windows,): each window pooled on its own, through
+    the same forward pass as the Scorer's (content tokens only, float64)."""
     rows = []
-    for input_ids, attention_mask in batches:
-        states = engine.token_states(input_ids, attention_mask).double()
-        mask = attention_mask.double().unsqueeze(-1)
-        pooled = (states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
-        with torch.inference_mode():
-            rows.append(pooled @ net.head.weight.double().T + net.head.bias.double())
-    return torch.cat(rows).squeeze(-1).numpy()
-
-
-def _stored_logit_fit(path: Path) -> tuple[float, float]:
-    """The int8 logit correction recorded beside ``path`` at export (IDENTITY when none was)."""
-    try:
-        fit = json.loads((path.parent / "onnx.json").read_text()).get("int8_logit_fit")
-        return (float(fit[0]), float(fit[1])) if fit else IDENTITY
-    except (OSError, ValueError, TypeError, AttributeError, IndexError):
-        return IDENTITY
+    with torch.inference_mode():
+        for batch in batches:
+            states = engine.token_states(batch.input_ids, batch.attention_mask)  # (windows, tokens, hidden)
+            windows = torch.arange(len(states)).unsqueeze(1).expand_as(batch.pool_mask)  # each window its own group
+            rows.append(net.logits(*pool(states, batch.pool_mask, windows, len(states), torch.float64)))
+    return torch.cat(rows).numpy()
 
 
 def exported(folder: Path, calibration_sha256: str | None = None) -> bool:
     """Whether ``folder/cache`` holds both encoders exported by this recipe from this manifest (and, when given,
     calibrated on these inputs)."""
     try:
-        source = json.loads((folder / "cache" / "onnx.json").read_text())
+        source = json.loads((folder / "cache" / STAMP).read_text())
     except (OSError, ValueError):
         return False
     return (
@@ -231,7 +171,7 @@ def _export(net: EffusivenessNet, path: Path) -> None:
     temporary.replace(path)
 
 
-def _quantize(net: EffusivenessNet, source: Path, target: Path, calibration: Sequence[EncoderInputs]) -> list[int]:
+def _quantize(net: EffusivenessNet, source: Path, target: Path, calibration: Sequence[WindowBatch]) -> list[int]:
     """Dynamic int8 quantization of every weight matrix, per output channel, after smoothing outlier channels; the
     ``FP32_LAYERS`` layers most sensitive to it stay fp32.
 
@@ -295,7 +235,7 @@ def _layers(model: Any) -> list[list[str]]:
 
 
 def _sensitive_layers(
-    net: EffusivenessNet, reference: Path, smoothed: Path, layers: list[list[str]], calibration: Sequence[EncoderInputs]
+    net: EffusivenessNet, reference: Path, smoothed: Path, layers: list[list[str]], calibration: Sequence[WindowBatch]
 ) -> list[int]:
     """Layer indices, most sensitive first: each layer quantized alone, ranked by the mean change of the head's
     logit it causes on the calibration windows (on the v3 model: layers 1, 0, 3, 2, 5, 4)."""
@@ -321,7 +261,7 @@ def _weight_products(model: Any) -> list[Any]:
     return [n for n in model.graph.node if n.op_type in ("MatMul", "Attention") and n.input[1] in weights]
 
 
-def _input_channel_maxima(model: Any, calibration: Sequence[EncoderInputs]) -> dict[str, np.ndarray]:
+def _input_channel_maxima(model: Any, calibration: Sequence[WindowBatch]) -> dict[str, np.ndarray]:
     """Largest |value| of each channel of each weight product's input, over the real tokens of the batches."""
     import onnx
     import onnxruntime
@@ -332,9 +272,9 @@ def _input_channel_maxima(model: Any, calibration: Sequence[EncoderInputs]) -> d
     probe.graph.output.extend(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None) for name in names)
     session = onnxruntime.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
     maxima: dict[str, np.ndarray] = {}
-    for input_ids, attention_mask in calibration:
-        feeds = {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()}
-        real = attention_mask.numpy().astype(bool)
+    for batch in calibration:
+        feeds = {"input_ids": batch.input_ids.numpy(), "attention_mask": batch.attention_mask.numpy()}
+        real = batch.attention_mask.numpy().astype(bool)  # every real token's activations meet the weights
         for name, values in zip(names, session.run(names, feeds), strict=True):
             batch_max = np.abs(values[real]).max(axis=0)
             maxima[name] = np.maximum(maxima[name], batch_max) if name in maxima else batch_max
@@ -372,53 +312,15 @@ def _smooth(model: Any, maxima: dict[str, np.ndarray]) -> None:
     graph.node.extend(ordered)
 
 
-class ParityCache:
-    """Parity verdicts kept beside the ONNX files, valid while those files and the parity texts are unchanged."""
-
-    def __init__(self, cache: Path, texts: Sequence[str]) -> None:
-        self.path = cache / "parity.json"
-        stamp = cache / "onnx.json"
-        digest = hashlib.sha256("\x00".join(texts).encode()).hexdigest()
-        self.key = {"onnx": json.loads(stamp.read_text()) if stamp.is_file() else None, "texts_sha256": digest}
-
-    def get(self, engine: str) -> dict[str, Any] | None:
-        stored = self._read()
-        verdict = stored.get("verdicts", {}).get(engine) if stored.get("key") == self.key else None
-        return dict(verdict) if isinstance(verdict, dict) else None
-
-    def put(self, engine: str, verdict: dict[str, Any]) -> None:
-        stored = self._read()
-        verdicts = stored.get("verdicts", {}) if stored.get("key") == self.key else {}
-        temporary = _private(self.path, "tmp")
-        temporary.write_text(json.dumps({"key": self.key, "verdicts": {**verdicts, engine: verdict}}, indent=1))
-        temporary.replace(self.path)
-
-    def _read(self) -> dict[str, Any]:
-        try:
-            stored = json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            return {}  # absent or unreadable: the check runs again and rewrites it
-        return stored if isinstance(stored, dict) else {}
-
-
 def _private(path: Path, kind: str) -> Path:
     """A scratch name beside ``path`` that no other process uses: the workers of ``serve --workers N`` may export
     the same version at once, and each then renames its own finished file into place."""
     return path.with_name(f"{path.name}.{os.getpid()}.{kind}")
 
 
-def _inputs_sha256(batches: Sequence[EncoderInputs]) -> str:
+def _inputs_sha256(batches: Sequence[WindowBatch]) -> str:
     digest = hashlib.sha256()
-    for input_ids, attention_mask in batches:
-        digest.update(input_ids.numpy().tobytes())
-        digest.update(attention_mask.numpy().tobytes())
+    for batch in batches:
+        digest.update(batch.input_ids.numpy().tobytes())
+        digest.update(batch.attention_mask.numpy().tobytes())
     return digest.hexdigest()
-
-
-def parity(reference: np.ndarray, candidate: np.ndarray) -> dict[str, Any]:
-    """How far an engine's scores are from the reference engine's, on the same texts."""
-    from scipy.stats import spearmanr
-
-    gap = np.abs(np.asarray(reference) - np.asarray(candidate))
-    rho = float(spearmanr(reference, candidate).statistic) if len(reference) > 2 else 1.0
-    return {"max_abs_diff": float(gap.max()) if len(gap) else 0.0, "spearman": rho, "n": len(gap)}

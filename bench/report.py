@@ -26,9 +26,10 @@ def target(
 ) -> dict[str, Any]:
     """One target: ``measured op threshold``; ``ratio`` = measured / threshold; ``values`` are the rounds' (or the
     repeats') figures ``measured`` is the median of, ``spread`` their (max − min) ÷ median; ``inputs`` are what it
-    came from; ``note`` qualifies the verdict (an engine the service does not serve, for one)."""
+    came from; ``note`` qualifies the verdict (an engine the service does not serve, for one). A threshold of 0 (no
+    failed request) has no ratio."""
     reached = None if measured is None else (measured >= threshold if op == ">=" else measured <= threshold)
-    ratio = None if measured is None else measured / threshold
+    ratio = None if measured is None or threshold == 0 else measured / threshold
     return {
         "name": name,
         "kind": kind,

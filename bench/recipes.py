@@ -55,7 +55,11 @@ def run_recipes(
     torch.set_num_threads(threads)
     scorer = Scorer.from_pretrained(version, threads=threads)
     inputs = scorer.encoder_inputs(calibration)
-    folders = {name: shutil.copytree(version, work / "recipes" / name / version.name) for name in (SHIPPED, ALL_INT8)}
+    # Without the version's cache (the engines section may have exported into it): each recipe exports afresh.
+    fresh = shutil.ignore_patterns("cache")
+    folders = {
+        name: shutil.copytree(version, work / "recipes" / name / version.name, ignore=fresh) for name in RECIPES[:2]
+    }
     with phase(f"recipes: export {SHIPPED} ({model.engines.FP32_LAYERS} most sensitive layers kept fp32)"):
         shipped = onnx_files(folders[SHIPPED], scorer.net, inputs)
     with phase(f"recipes: export {ALL_INT8} (no layer kept fp32)"), fp32_layers(0):

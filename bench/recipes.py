@@ -60,7 +60,7 @@ def run_recipes(
     folders = {
         name: shutil.copytree(version, work / "recipes" / name / version.name, ignore=fresh) for name in RECIPES[:2]
     }
-    with phase(f"recipes: export {SHIPPED} ({model.engines.FP32_LAYERS} most sensitive layers kept fp32)"):
+    with phase(f"recipes: export {SHIPPED} (up to {model.engines.FP32_LAYERS} most sensitive layers kept fp32)"):
         shipped = onnx_files(folders[SHIPPED], scorer.net, inputs)
     with phase(f"recipes: export {ALL_INT8} (no layer kept fp32)"), fp32_layers(0):
         every = onnx_files(folders[ALL_INT8], scorer.net, inputs)

@@ -31,7 +31,7 @@ def _run_bench(version: Path, folder: Path, *extra: str) -> tuple[dict[str, Any]
     corpus = write_tiny_corpus(folder / "corpus") / "messages.jsonl"
     out = folder / "results"
     command = [sys.executable, "-m", "bench", "--quick", "--version", str(version), "--corpus", str(corpus)]
-    done = subprocess.run([*command, "--out", str(out), *extra], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    done = subprocess.run([*command, "--out", str(out), *extra], cwd=ROOT, capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads((out / "latest.json").read_text()), (out / "latest.md").read_text(), done.stderr
 

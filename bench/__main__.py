@@ -1,6 +1,6 @@
 """``python -m bench`` (``make bench``): measure, then write bench/results/latest.json and latest.md.
 
-python -m bench                       # the full run on the shipped model (about 6-7 minutes on 2 cores)
+python -m bench                       # every section on the shipped model (about 20 minutes on 2 cores)
 python -m bench --quick               # a smoke run of a few seconds a phase: checks the machinery, not speed
 python -m bench --only service         # one section (several --only allowed): the report says which ran
 python -m bench --version DIR --out DIR

@@ -39,8 +39,8 @@ train:  ## retrain the shipped default model from training/data/ (about 20 minut
 evaluate:  ## the active model beside the baselines on the test split
 	$(BIN)/diplotone evaluate
 
-bench:  ## speed and memory, measured side by side in one run (bench/results/)
-	$(BIN)/python -m bench
+bench:  ## speed and memory, side by side in one run (bench/results/); one section: make bench ARGS="--only service"
+	$(BIN)/python -m bench $(ARGS)
 	$(MAKE) bench-archive
 
 # --- archive scoring (issue 14) ---

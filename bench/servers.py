@@ -74,6 +74,17 @@ class Server:
                 self.process.wait()
 
 
+def thread_env(threads: int) -> dict[str, str]:
+    """The environment of every process under test: the thread budget, offline."""
+    return {
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+        "TOKENIZERS_PARALLELISM": "false",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+    }
+
+
 def launch(name: str, app: str, env: dict[str, str], threads: int, logs: Path) -> Server:
     """Start ``uvicorn --factory app`` on a free loopback port and wait until GET /readyz answers 200."""
     port = free_port()
@@ -96,17 +107,10 @@ def launch(name: str, app: str, env: dict[str, str], threads: int, logs: Path) -
         command = ["taskset", "-c", ",".join(map(str, server_cpus)), *command]
     logs.mkdir(parents=True, exist_ok=True)
     log = logs / f"{name}.log"
-    thread_env = {
-        "OMP_NUM_THREADS": str(threads),
-        "MKL_NUM_THREADS": str(threads),
-        "TOKENIZERS_PARALLELISM": "false",
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-    }
     with log.open("wb") as sink:
         started = time.monotonic()
         process = subprocess.Popen(
-            command, cwd=ROOT, env={**os.environ, **thread_env, **env}, stdout=sink, stderr=subprocess.STDOUT
+            command, cwd=ROOT, env={**os.environ, **thread_env(threads), **env}, stdout=sink, stderr=subprocess.STDOUT
         )
     server = Server(name, process, port, log, started)
     try:

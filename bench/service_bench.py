@@ -1,7 +1,8 @@
-"""The service side: throughput against the naive baseline and with batching off, latency alone and under open-loop
-load, 2× overload and recovery, cold start, reload of a new version under load, and resident memory.
+"""The service side, in three sections: ``service`` (throughput against the naive baseline and with batching off,
+latency alone and under open-loop load, 2× overload and recovery, resident memory), ``reload`` (activating new
+versions under load) and ``start`` (first start, restart, the naive baseline's start, a one-shot CLI score).
 
-Servers run one at a time, so none competes with another for the CPUs.
+Only one server at a time is ever under load; the others wait idle.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import asyncio
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -22,7 +24,8 @@ from typing import Any
 import psutil
 
 from bench.load import Target, closed_loop, open_loop
-from bench.servers import ROOT, Server, launch
+from bench.progress import phase, say
+from bench.servers import ROOT, Server, cpu_plan, launch, thread_env
 from model import Registry
 from model.artifacts import write_manifest
 
@@ -37,7 +40,7 @@ class ServicePlan:
 
     clients: int = 32
     warmup_s: float = 3.0
-    throughput_s: float = 30.0
+    throughput_s: float = 10.0  # per server, length and round
     alone_s: float = 20.0
     load_s: float = 20.0
     overload_s: float = 30.0  # long enough to fill the 256-text queue and see 429s
@@ -45,58 +48,170 @@ class ServicePlan:
     reload_clients: int = 8
     reload_tail_s: float = 3.0  # load kept on after the activation answered
     reload_limit_s: float = 300.0
+    reload_repeats: int = 2  # new versions activated one after another
+    rounds: int = 3  # servers measured in turn, round after round
+    restarts: int = 3
+    cli_repeats: int = 3
 
 
 def run_service(
-    plan: ServicePlan, version: Path, messages: list[str], corpus: Path, work: Path, threads: int
+    plan: ServicePlan, version: Path, messages: dict[int, list[str]], corpus: Path, work: Path, threads: int
 ) -> dict[str, Any]:
-    """Every service measurement; ``version`` is the model version folder served by all three servers, ``corpus``
-    the folder of the messages.jsonl whose test split the service checks its engine on."""
-    second = second_version(version, work / "versions")
+    """Throughput of our service (batcher on, batcher off) and of the naive baseline on each length of ``messages``
+    (words → messages), then latency and overload on the service; ``version`` is the model version folder served by
+    all three, ``corpus`` the folder of the messages.jsonl whose test split the service checks its engine on.
+
+    The three servers are up together and measured in turn, ``plan.rounds`` rounds over: an idle server takes no
+    CPU, and a machine that slows down for a minute then slows all three alike, so each round gives a ratio of
+    figures measured seconds apart.
+    """
     results: dict[str, Any] = {
-        "messages_words": len(messages[0].split()),
+        "messages_words": list(messages),
+        "clients": plan.clients,
         "engine_requested": SCORE_ENGINE,
         "threads": threads,
     }
-    data_on = data_dir(work / "data-on", version, extra=[second])  # fresh: no ONNX cache, so the first start exports
-    key = admin_key(data_on)
-    on = _service(data_on, corpus, threads, work, "service-batcher-on")
+    servers: dict[str, Server] = {}
     try:
-        results["cold_start"] = {"first_start_s": on.ready_s}
-        results["batcher_on"] = _throughput(plan, on, "/v1/score", messages)
-        results["latency"] = _latency(plan, on, messages, results["batcher_on"]["ok_per_s"])
-        results["reload"] = _reload(plan, on, messages, key, second.name)
-        results["engine_log"] = _refusals(on)
+        data_on = data_dir(work / "data-on", version)
+        with phase("service: start the service, batcher on (a fresh data directory: exports the ONNX encoders)"):
+            servers["batcher_on"] = _service(data_on, corpus, threads, work, "service-batcher-on")
+        data_off = data_dir(work / "data-off", version, cache_from=data_on / "models" / version.name)
+        with phase("service: start the service, batcher off"):
+            servers["batcher_off"] = _service(
+                data_off, corpus, threads, work, "service-batcher-off", max_batch_requests=1
+            )
+        with phase("service: start the naive baseline"):
+            servers["naive"] = _naive(version, threads, work)
+        results["ready_s"] = {name: server.ready_s for name, server in servers.items()}
+        results.update(_served_engine(servers["batcher_on"]))
+        results["throughput"] = _throughput_rounds(plan, servers, messages)
+        longest = max(messages)
+        max_rate = statistics.median(results["throughput"][str(longest)]["batcher_on"]["rounds_ok_per_s"])
+        with phase(f"service: latency alone, under open-loop load and 2× overload ({longest} words)"):
+            results["latency"] = _latency(plan, servers["batcher_on"], messages[longest], max_rate)
+        results["engine_log"] = _refusals(servers["batcher_on"])
     finally:
-        on.stop()
-    results["rss"] = {"service_batcher_on": on.memory()}
-    data_off = data_dir(work / "data-off", version, cache_from=data_on / "models" / version.name)
-    off = _service(data_off, corpus, threads, work, "service-batcher-off", max_batch_requests=1)
-    try:
-        results["cold_start"]["restart_s"] = off.ready_s  # same load path, ONNX cache present
-        results["batcher_off"] = _throughput(plan, off, "/v1/score", messages)
-    finally:
-        off.stop()
-    results["rss"]["service_batcher_off"] = off.memory()
-    naive = launch(
-        "naive",
-        NAIVE_APP,
-        {"BENCH_NAIVE_VERSION": str(version), "BENCH_NAIVE_THREADS": str(threads)},
-        threads,
-        work / "logs",
-    )
-    try:
-        results["cold_start"]["naive_s"] = naive.ready_s
-        results["naive"] = _throughput(plan, naive, "/score", messages)
-    finally:
-        naive.stop()
-    results["rss"]["naive"] = naive.memory()
+        for server in servers.values():
+            server.stop()
+    results["rss"] = {f"service_{name}" if name != "naive" else name: s.memory() for name, s in servers.items()}
     return results
 
 
-def second_version(version: Path, folder: Path) -> Path:
+def _naive(version: Path, threads: int, work: Path) -> Server:
+    env = {"BENCH_NAIVE_VERSION": str(version), "BENCH_NAIVE_THREADS": str(threads)}
+    return launch("naive", NAIVE_APP, env, threads, work / "logs")
+
+
+def _served_engine(server: Server) -> dict[str, Any]:
+    """The engine the service chose (it falls back by itself where parity refuses int8), from its /v1/info."""
+    import httpx
+
+    info = httpx.get(f"{server.url}/v1/info", timeout=30).json()
+    return {"engine_served": info.get("engine"), "engine_report": info.get("engine_report")}
+
+
+def _throughput_rounds(
+    plan: ServicePlan, servers: dict[str, Server], messages: dict[int, list[str]]
+) -> dict[str, dict[str, Any]]:
+    """Each server on each length, in turn, ``plan.rounds`` times over; every phase after one warm-up per server and
+    length. Returns, per length and server, every round's phase and its ok/s."""
+    rows: dict[str, dict[str, Any]] = {str(words): {name: {"rounds": []} for name in servers} for words in messages}
+    with phase("service: warm-up, every server on every length"):
+        for texts in messages.values():
+            for name, server in servers.items():
+                asyncio.run(closed_loop(Target(server.url, _path(name), texts), plan.clients, plan.warmup_s))
+    for index in range(plan.rounds):
+        for words, texts in messages.items():
+            for name, server in servers.items():
+                row = _throughput(plan, server, _path(name), texts)
+                rows[str(words)][name]["rounds"].append(row)
+                say(
+                    f"service round {index + 1}/{plan.rounds} · {name} · {words} words · {plan.clients} clients: "
+                    f"{row['ok_per_s']:.1f} requests/s ({row['seconds']:.1f} s, {row['failed']} failed)"
+                )
+    for by_server in rows.values():
+        for row in by_server.values():
+            row["rounds_ok_per_s"] = [phase_row["ok_per_s"] for phase_row in row["rounds"]]
+    return rows
+
+
+def _path(server: str) -> str:
+    return "/score" if server == "naive" else "/v1/score"
+
+
+def run_reload(
+    plan: ServicePlan, version: Path, messages: list[str], corpus: Path, work: Path, threads: int
+) -> dict[str, Any]:
+    """Activate ``plan.reload_repeats`` new versions, one after another, through the API of a running service while
+    ``plan.reload_clients`` clients score: how long each activation took and what failed meanwhile.
+
+    Each new version is a copy of ``version`` under another name, never served before, so each activation does
+    whatever a new version needs (no ONNX cache of its own).
+    """
+    seconds = [second_version(version, work / "versions", suffix) for suffix in "bcdefgh"[: plan.reload_repeats]]
+    data = data_dir(work / "data-reload", version, extra=seconds)
+    key = admin_key(data)
+    with phase("reload: start the service"):
+        server = _service(data, corpus, threads, work, "service-reload")
+    repeats = []
+    try:
+        for index, other in enumerate(seconds):
+            row = _reload(plan, server, messages, key, other.name)
+            repeats.append(row)
+            say(
+                f"reload {index + 1}/{len(seconds)} · activate {other.name} under {plan.reload_clients} clients: "
+                f"{row['activation'].get('status')} in {row['activation'].get('seconds', float('nan')):.1f} s, "
+                f"{row['requests']} requests, {row['failed'] + row['rejected_429']} failed"
+            )
+    finally:
+        server.stop()
+    return {"clients": plan.reload_clients, "repeats": repeats, "rss": server.memory()}
+
+
+def run_start(plan: ServicePlan, version: Path, message: str, corpus: Path, work: Path, threads: int) -> dict[str, Any]:
+    """Process start → first ``GET /readyz`` 200: the first start of a fresh data directory, then restarts on it
+    (its ONNX cache and parity verdict now present), the naive baseline's start; and the wall time of a one-shot
+    ``diplotone score "<message>"`` in a fresh process on that data directory."""
+    data = data_dir(work / "data-start", version)
+    results: dict[str, Any] = {}
+    for key, label, count in (("first_start_s", "first start", 1), ("restart_s", "restart", plan.restarts)):
+        results[key] = []
+        for index in range(count):
+            server = _service(data, corpus, threads, work, f"service-{key}-{index}")
+            server.stop()
+            results[key].append(server.ready_s)
+            say(f"start · {label} {index + 1}/{count}: ready in {server.ready_s:.1f} s")
+    naive = _naive(version, threads, work)
+    naive.stop()
+    results["naive_s"] = naive.ready_s
+    say(f"start · naive baseline: ready in {naive.ready_s:.1f} s")
+    command = [sys.executable, "-m", "diplotone", "score", message, "--data-dir", str(data)]
+    results["cli_command"] = "python -m diplotone score <one 200-word message> --data-dir <the started data dir>"
+    results["cli_s"] = []
+    for index in range(plan.cli_repeats):
+        results["cli_s"].append(_wall_time(command, threads))
+        say(f"start · cold `diplotone score` {index + 1}/{plan.cli_repeats}: {results['cli_s'][-1]:.1f} s")
+    return results
+
+
+def _wall_time(command: list[str], threads: int) -> float:
+    """Seconds from spawning ``command`` to its exit (an error if it fails), with the servers' thread budget."""
+    env = {**os.environ, **thread_env(threads)}
+    server_cpus, _ = cpu_plan(threads)
+    if len(server_cpus) < len(os.sched_getaffinity(0)):  # on the servers' CPUs, as a server would be
+        command = ["taskset", "-c", ",".join(map(str, server_cpus)), *command]
+    started = time.perf_counter()
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    elapsed = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command[:4])} exited with {done.returncode}: {done.stderr[-2000:]}")
+    return elapsed
+
+
+def second_version(version: Path, folder: Path, suffix: str = "b") -> Path:
     """A copy of ``version`` under another name (manifest ``version`` rewritten): something new to activate."""
-    name = f"{version.name}-bench-b"
+    name = f"{version.name}-bench-{suffix}"
     target = folder / name
     shutil.copytree(version, target, ignore=shutil.ignore_patterns("cache"))
     manifest = json.loads((target / "manifest.json").read_text())

@@ -6,7 +6,9 @@
 2. ``serve_model``: the registry (seeded on first start), the model slot and the model switch, which loads the
    active version and proves it can score; then the batcher: ``registry``, ``model_slot``, ``model_switch``,
    ``batcher``;
-3. ``run_training_jobs``: the training jobs, after failing runs a crashed process left "running": ``training_jobs``.
+3. ``watch_registry``: every ``registry_poll_s``, serve what the registry's pointer names if another replica (or the
+   command line) moved it;
+4. ``run_training_jobs``: the training jobs, after failing runs a crashed process left "running": ``training_jobs``.
 
 ``settings`` and ``metrics`` are there from ``create_app`` on. Routes read all of it through ``service.deps``. A new
 part adds its own async context manager to ``RESOURCES`` and its router to ``service.routes.ROUTERS``.
@@ -16,14 +18,16 @@ Serve with ``uvicorn --factory service.app:create_app`` (what ``diplotone serve`
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager, suppress
 from functools import partial
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+import anyio
 import torch
 from anyio import to_thread
 from fastapi import FastAPI
@@ -89,9 +93,45 @@ async def serve_model(app: FastAPI) -> AsyncIterator[None]:
 
 
 @asynccontextmanager
+async def watch_registry(app: FastAPI) -> AsyncIterator[None]:
+    """Look at the registry's active pointer every ``registry_poll_s`` and serve what it names (off at 0).
+
+    This is how replicas on one registry serve one version: an activation or a promotion through any of them moves
+    the pointer, and every other one swaps within a period, through the same load-probe-swap path.
+    """
+    period: float = app.state.settings.registry_poll_s
+    switch: ModelSwitch = app.state.model_switch
+    if period == 0:
+        yield
+        return
+
+    async def follow() -> None:
+        while True:
+            await anyio.sleep(period)
+            try:
+                await to_thread.run_sync(switch.follow_pointer)
+            except Exception:  # e.g. the shared folder briefly unreachable: look again next period
+                log.exception("reading the registry's active pointer failed")
+
+    watcher = asyncio.create_task(follow(), name="registry-watch")
+    try:
+        yield
+    finally:
+        watcher.cancel()  # a load in progress finishes first: the thread is not abandoned
+        with suppress(asyncio.CancelledError):
+            await watcher
+
+
+@asynccontextmanager
 async def run_training_jobs(app: FastAPI) -> AsyncIterator[None]:
     """The training jobs, after the store and the model are up; a running trainer is ended at shutdown."""
-    jobs = TrainingJobs(app.state.database, TrainingPlan.from_settings(app.state.settings), app.state.model_switch)
+    settings: Settings = app.state.settings
+    jobs = TrainingJobs(
+        app.state.database,
+        TrainingPlan.from_settings(settings),
+        app.state.model_switch,
+        lease_s=settings.training_lease_s,
+    )
     orphans = await to_thread.run_sync(jobs.recover)
     if orphans:
         log.warning("marked training runs %s failed: the service restarted while they ran", orphans)
@@ -102,7 +142,7 @@ async def run_training_jobs(app: FastAPI) -> AsyncIterator[None]:
         await to_thread.run_sync(jobs.stop)
 
 
-RESOURCES: list[Resource] = [open_store, serve_model, run_training_jobs]
+RESOURCES: list[Resource] = [open_store, serve_model, watch_registry, run_training_jobs]
 
 
 @asynccontextmanager

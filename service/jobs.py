@@ -10,16 +10,24 @@ progress into the run's row and, when the process ends, reads its outcome (shape
 - anything else (an error, a crash, a kill): the run is failed. The trainer never touches the ``active`` pointer, so
   there is nothing to undo.
 
-One run at a time: a second ``start`` while one runs is ``RunInProgress`` (409), also enforced by a partial unique
-index in the database. A service that stops ends its run (failed, "service stopped"); one that crashed finds the run
-still "running" at its next start, and ``recover`` marks it failed and ends the orphaned trainer if it still runs.
+One run at a time across every replica on the database: the run's "running" row is the lease. A partial unique index
+admits one such row, so of two replicas that start a run at once one inserts it and the other gets ``RunInProgress``
+(409). The replica that holds it renews it (``heartbeat_at``, from the watcher thread, every quarter of
+``training_lease_s``); a row whose lease has not been renewed for ``training_lease_s`` is failed by whichever replica
+next starts a run or starts up, so a replica that died (kill -9, a lost machine) frees it after that long. A replica
+that finds its own run taken away that way ends its trainer and records nothing more.
+
+A service that stops ends its run (failed, "service stopped"); one that crashed finds the run still "running" at its
+next start on the same machine (the row names ``hostname:pid``, and that pid is gone), and ``recover`` marks it failed
+at once and ends the orphaned trainer if it still runs; a run a live sibling holds is left alone.
 
 Decisions worth knowing:
 
 - activating a version while a run goes is allowed (a rollback must always be possible); the run's gate then compares
   its candidate with whatever is active when training ends, and a pass replaces it;
-- the jobs assume one service process per data directory (``diplotone serve --workers 1``): a promotion swaps the
-  model of the process that started the run only, and a process that starts would take a sibling's run for an orphan.
+- a promotion swaps the model of the replica that ran it at once; the others follow the registry's pointer within
+  ``registry_poll_s`` (``service.app.watch_registry``). Replicas need PostgreSQL: SQLite is for one machine.
+- the lease compares timestamps written by different machines: their clocks must agree (NTP) to well within the lease.
 """
 
 from __future__ import annotations
@@ -30,9 +38,11 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy import select
@@ -53,6 +63,7 @@ from model.contract import (
 )
 from service.errors import RetrainingUnavailable, RunInProgress
 from service.model_slot import ModelSwitch
+from service.replica import gone_from_this_host, on_this_host, replica_id
 from service.settings import Settings
 from service.store.db import Database
 from service.store.models import TrainingRun, utcnow
@@ -61,6 +72,7 @@ from service.store.snapshot import Snapshot, write_snapshot
 log = logging.getLogger("diplotone.jobs")
 
 LOG_TAIL_LINES = 15
+RENEWALS_PER_LEASE = 4  # a missed renewal or two (a slow database) does not lose the lease
 
 
 @dataclass(frozen=True)
@@ -158,29 +170,50 @@ class _Active:
 class TrainingJobs:
     """Starts and follows retraining runs; one at a time."""
 
-    def __init__(self, database: Database, plan: TrainingPlan, switch: ModelSwitch, poll_s: float = 0.5) -> None:
+    def __init__(
+        self,
+        database: Database,
+        plan: TrainingPlan,
+        switch: ModelSwitch,
+        poll_s: float = 0.5,
+        lease_s: float = 60.0,
+    ) -> None:
         self.database = database
         self.plan = plan
         self.switch = switch
         self.poll_s = poll_s
+        self.lease_s = lease_s
         self._lock = threading.Lock()
         self._active: _Active | None = None
         self._stopping = False
 
     def recover(self) -> list[int]:
-        """Mark runs left "running" by a previous process failed, ending their trainers; return their ids."""
+        """At start-up, fail the runs nobody is left to finish, ending their trainers; return their ids.
+
+        Those are the runs a crashed process of this machine left "running" (and rows from before the lease, which
+        name no replica), and any whose lease has expired. A run a live sibling replica holds is left alone.
+        """
+        return self._free_abandoned(at_start_up=True)
+
+    def _free_abandoned(self, *, at_start_up: bool) -> list[int]:
+        deadline = utcnow() - timedelta(seconds=self.lease_s)
+        freed: list[int] = []
         with self.database.sessions() as session:
-            orphans = list(session.scalars(select(TrainingRun).where(TrainingRun.status == RunStatus.RUNNING)))
-            for run in orphans:
-                ended = _end_orphan(run.pid, self.plan.paths(run.id).outcome)
-                _finish(
-                    run,
-                    RunStatus.FAILED,
-                    error="the service restarted during the run"
-                    + ("; its training process was ended" if ended else ""),
-                )
+            for run in session.scalars(select(TrainingRun).where(TrainingRun.status == RunStatus.RUNNING)):
+                if at_start_up and (run.replica is None or gone_from_this_host(run.replica)):
+                    reason = "the service restarted during the run"
+                elif (run.heartbeat_at or run.created_at) < deadline:
+                    reason = (
+                        f"replica {run.replica} stopped renewing the run's lease (training_lease_s={self.lease_s:g})"
+                    )
+                else:
+                    continue
+                here = run.replica is None or on_this_host(run.replica)  # a pid means nothing on another machine
+                ended = here and _end_orphan(run.pid, self.plan.paths(run.id).outcome)
+                _finish(run, RunStatus.FAILED, error=reason + ("; its training process was ended" if ended else ""))
+                freed.append(run.id)
             session.commit()
-        return [run.id for run in orphans]
+        return freed
 
     def start(self, requested_by: str | None = None) -> TrainingRun:
         """Snapshot the data and start a trainer; return the run (status "running")."""
@@ -195,6 +228,9 @@ class TrainingJobs:
                     f"the bundled corpus is incomplete: expected {', '.join(str(p) for p in missing)}; not found",
                     missing=[str(p) for p in missing],
                 )
+            expired = self._free_abandoned(at_start_up=False)
+            if expired:
+                log.warning("marked training runs %s failed: their replica stopped renewing the lease", expired)
             run_id = self._insert_run(requested_by)
             paths = self.plan.paths(run_id)
             try:
@@ -245,12 +281,18 @@ class TrainingJobs:
 
     def _insert_run(self, requested_by: str | None) -> int:
         with self.database.sessions() as session:
-            run = TrainingRun(status=RunStatus.RUNNING, requested_by=requested_by, previous_version=self.switch.serving)
+            run = TrainingRun(
+                status=RunStatus.RUNNING,
+                requested_by=requested_by,
+                previous_version=self.switch.serving,
+                replica=replica_id(),
+                heartbeat_at=utcnow(),
+            )
             session.add(run)
             try:
                 session.commit()
             except IntegrityError:
-                # Another process of this service holds the one running slot (the partial unique index).
+                # Another replica (or process) holds the one running slot: the lease (the partial unique index).
                 session.rollback()
                 running = session.scalars(select(TrainingRun.id).where(TrainingRun.status == RunStatus.RUNNING)).first()
                 raise RunInProgress(running) from None
@@ -281,11 +323,19 @@ class TrainingJobs:
     def _watch(self, active: _Active) -> None:
         last_progress: RunProgress | None = None
         code: int | None = None
+        renewed = time.monotonic()
         while code is None:
             try:
                 code = active.process.wait(self.poll_s)
             except subprocess.TimeoutExpired:
                 code = None
+            if code is None and time.monotonic() - renewed >= self.lease_s / RENEWALS_PER_LEASE:
+                renewed = time.monotonic()
+                if not self._renew_lease(active):
+                    log.warning("training run %d: its lease expired and another replica failed it", active.run_id)
+                    active.process.terminate()
+                    active.process.wait()
+                    return  # the row is the other replica's to write now
             progress = read_progress(active.paths.progress)
             if progress is not None and progress != last_progress:
                 last_progress = progress
@@ -297,6 +347,19 @@ class TrainingJobs:
             self._update(
                 active.run_id, lambda run: _finish(run, RunStatus.FAILED, error="recording the outcome failed")
             )
+
+    def _renew_lease(self, active: _Active) -> bool:
+        """Renew the run's lease; False once another replica has failed the run (the lease had expired)."""
+        try:
+            with self.database.sessions() as session:
+                run = session.get(TrainingRun, active.run_id)
+                if run is None or run.status != RunStatus.RUNNING:
+                    return False
+                run.heartbeat_at = utcnow()
+                session.commit()
+        except Exception:  # a database outage: keep training, and renew at the next turn (if the lease still holds)
+            log.exception("training run %d: renewing its lease failed", active.run_id)
+        return True
 
     def _record_progress(self, run_id: int, progress: RunProgress) -> None:
         def record(run: TrainingRun) -> None:

@@ -8,6 +8,8 @@ reports, and it keeps a model that cannot score from ever going live.
 through the API, or a training run's candidate that passed the gate) loads the version, probes it, points the
 registry at it and swaps it in, in that order, one at a time. ``serve_active`` takes the same path without moving the
 pointer: it serves what the pointer names (at start-up, and for whatever follows the pointer from outside).
+``follow_pointer`` is what a replica runs every ``registry_poll_s`` (``service.app.watch_registry``): a version another
+replica (or the command line) activated is served here too, through that same path.
 """
 
 from __future__ import annotations
@@ -99,6 +101,7 @@ class ModelSwitch:
         self.slot = slot
         self.load = load  # the configured engine and threads (service.app.model_loader)
         self._lock = threading.Lock()
+        self._refused: str | None = None  # the last version the pointer named that could not be served
 
     @property
     def serving(self) -> str | None:
@@ -122,6 +125,24 @@ class ModelSwitch:
                 self.slot.swap(scorer, probed)
                 log.info("serving model %s on engine %s from %s", version, scorer.engine.name, self.registry.root)
             return version
+
+    def follow_pointer(self) -> str | None:
+        """Serve what the pointer names if it has moved; return the version served.
+
+        A version that cannot be served is refused once, logged, and not retried until the pointer moves again: the
+        slot keeps serving what it served.
+        """
+        version = self.registry.active_version()
+        if version is None or version in (self.serving, self._refused):
+            return self.serving
+        try:
+            return self.serve_active()
+        except Exception as error:
+            self._refused = version
+            log.error(
+                "the registry points at %s, which cannot be served (%s); still serving %s", version, error, self.serving
+            )
+            return self.serving
 
     def _load(self, version: str) -> tuple[Scorer, ScoreResult]:
         scorer = self.load(self.registry.path(version))

@@ -314,6 +314,8 @@ class Band(BaseModel):
 
 INFO_EXAMPLE: dict[str, Any] = {
     "model_version": "2026-11-30-lora-3f9a2c",
+    "registry_active": "2026-11-30-lora-3f9a2c",
+    "replica": "diplotone-7c9f:41",
     "engine": "onnx-int8",
     "engine_report": {
         "engine": "onnx-int8",
@@ -347,7 +349,12 @@ class InfoResponse(BaseModel):
 
     model_config = ConfigDict(json_schema_extra={"examples": [INFO_EXAMPLE]})
 
-    model_version: str
+    model_version: str = Field(description="the version this replica serves")
+    registry_active: str | None = Field(
+        description="the version the registry's active pointer names; differs from model_version for at most "
+        "registry_poll_s after another replica activated a version (or while that version cannot be served here)"
+    )
+    replica: str = Field(description="which replica answered: hostname:pid")
     engine: str = Field(description=f"the encoder engine serving: {', '.join(ENGINES[:-1])} or {ENGINES[-1]}")
     engine_report: dict[str, Any] = Field(
         description="how the engine was chosen: the one asked for, its parity with torch, any refusal and why"

@@ -57,6 +57,19 @@ class Settings(BaseSettings):
     )
     training_replay: int = Field(400, ge=0, description="corpus groups replayed beside the labels in a warm start")
     training_user_weight: int = Field(1, ge=1, description="times each labelled message counts in training")
+    # Replicas (several processes on one PostgreSQL database and one registry folder)
+    registry_poll_s: float = Field(
+        2.0,
+        ge=0,
+        description="seconds between looks at the registry's active pointer; a version activated by another replica "
+        "is served within about this long; 0 turns the watch off",
+    )
+    training_lease_s: float = Field(
+        60.0,
+        gt=0,
+        description="a running training run whose replica has not renewed its lease for this long is failed by the "
+        "next replica that starts a run (or starts up), so a replica that died never blocks retraining for good",
+    )
 
     @field_validator("engine")
     @classmethod

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Depends, Response
 from model import BANDS, Registry
 from service.deps import MetricsDep, RegistryDep, SettingsDep, SlotDep, get_batcher
 from service.errors import NotReady, problem_responses
+from service.replica import replica_id
 from service.schemas import (
     INFO_EXAMPLE,
     READY_EXAMPLE,
@@ -67,6 +68,8 @@ async def info(slot: SlotDep, registry: RegistryDep, settings: SettingsDep) -> I
     scorer = slot.current()
     return InfoResponse(
         model_version=scorer.version,
+        registry_active=registry.active_version(),
+        replica=replica_id(),
         engine=scorer.engine.name,
         engine_report=scorer.engine_report,
         test_metrics=_test_metrics(registry, scorer.version),

@@ -174,6 +174,9 @@ class TrainingRun(Base):
     snapshot_sha256: Mapped[str | None] = mapped_column(String(64))
     snapshot_counts: Mapped[dict[str, Any] | None]  # {"messages", "stored_labelled", "pairs", "stored_pairs", ...}
     pid: Mapped[int | None]
+    # The lease: the replica that runs it (``hostname:pid``) and when it last said so; see service.jobs.
+    replica: Mapped[str | None] = mapped_column(String(300))
+    heartbeat_at: Mapped[dt.datetime | None]
     progress: Mapped[dict[str, Any] | None]  # the trainer's progress file, last read
     candidate_version: Mapped[str | None] = mapped_column(String(100))
     reasons: Mapped[list[str] | None]  # why the gate rejected the candidate

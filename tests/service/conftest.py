@@ -42,8 +42,9 @@ def data_dir(tmp_path: Path, tiny_version: Path) -> Path:
 @pytest.fixture
 def make_settings(data_dir: Path, database_url: str) -> Callable[..., Settings]:
     def make(**overrides: Any) -> Settings:
-        # The torch reference engine: the ONNX engines have their own tests (tests/test_engines.py).
-        defaults = {"engine": "torch", "database_url": database_url}
+        # The torch reference engine: the ONNX engines have their own tests (tests/test_engines.py). The registry
+        # watch is off: a test that moves the pointer itself decides when the service follows (test_replicas.py).
+        defaults = {"engine": "torch", "database_url": database_url, "registry_poll_s": 0}
         return Settings(data_dir=data_dir, model_threads=1, **{**defaults, **overrides})
 
     return make

@@ -70,7 +70,11 @@ def use_trainer(client: TestClient, script: str) -> TrainingJobs:
     app = app_of(client)
     real: TrainingJobs = app.state.training_jobs
     jobs = TrainingJobs(
-        real.database, replace(real.plan, command=(sys.executable, "-c", script)), real.switch, poll_s=0.05
+        real.database,
+        replace(real.plan, command=(sys.executable, "-c", script)),
+        real.switch,
+        poll_s=0.05,
+        lease_s=real.lease_s,
     )
     app.dependency_overrides[get_training_jobs] = lambda: jobs
     return jobs

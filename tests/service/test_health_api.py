@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -78,7 +80,8 @@ def test_info_returns_version_test_metrics_limits_and_bands(make_client: Callabl
 
     assert response.status_code == 200
     body = response.json()
-    assert body["model_version"] == "tiny-0001"
+    assert body["model_version"] == body["registry_active"] == "tiny-0001"
+    assert body["replica"] == f"{socket.gethostname()}:{os.getpid()}"
     assert body["engine"] == "torch"
     assert body["engine_report"] == {"engine": "torch"}
     assert body["test_metrics"]["spearman"] == 0.5  # as tests/factories.py wrote it

@@ -75,6 +75,36 @@ def test_serve_active_with_no_active_version_names_the_registry(tmp_path: Path) 
         ModelSwitch(Registry(tmp_path / "models"), ModelSlot()).serve_active()
 
 
+def test_follow_pointer_serves_a_version_activated_elsewhere(registry: Registry) -> None:
+    slot = ModelSlot()
+    switch = ModelSwitch(registry, slot)
+    switch.serve_active()
+    Registry(registry.root).activate("tiny-0002")  # another replica, or `diplotone models activate`
+
+    assert switch.follow_pointer() == "tiny-0002"
+    assert (slot.current().version, slot.probe.model_version) == ("tiny-0002", "tiny-0002")
+
+
+def test_follow_pointer_to_a_version_that_fails_its_probe_keeps_serving_and_tries_it_once(registry: Registry) -> None:
+    loaded: list[str] = []
+
+    def load(folder: Path) -> Scorer:
+        loaded.append(folder.name)
+        return _load(folder, failing="tiny-0002")
+
+    slot = ModelSlot()
+    switch = ModelSwitch(registry, slot, load=load)
+    switch.serve_active()
+    registry.activate("tiny-0002")
+
+    assert switch.follow_pointer() == switch.follow_pointer() == "tiny-0001"
+    assert slot.current().version == "tiny-0001"
+    assert loaded == ["tiny-0001", "tiny-0002"]  # refused once, not reloaded every period
+    registry.activate("tiny-0001")
+    assert switch.follow_pointer() == "tiny-0001"
+    assert loaded == ["tiny-0001", "tiny-0002"]  # already served: nothing to load
+
+
 def _load(folder: Path, failing: str) -> Scorer:
     scorer = Scorer.from_pretrained(folder)
     return _ScoresOutOfRange(scorer) if folder.name == failing else scorer  # type: ignore[return-value]

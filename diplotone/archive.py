@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from model.contract import parse_jsonl
 from model.errors import DiplotoneError, check_text
 from model.results import ScoreResult
 
@@ -206,16 +207,11 @@ def read_records(path: Path, columns: tuple[str, ...] = ("id", "text")) -> Itera
 
 def _read_jsonl(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     with _open_text(path) as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ArchiveError(f"{path} line {number}: expected a JSON object; {error.msg}") from error
-            if not isinstance(record, dict):
-                raise ArchiveError(f"{path} line {number}: expected a JSON object; found {line.strip()[:60]!r}")
-            yield f"{path} line {number}", record
+        try:
+            for number, record in parse_jsonl(handle, path):
+                yield f"{path} line {number}", record
+        except ValueError as error:
+            raise ArchiveError(str(error)) from error
 
 
 def _read_csv(path: Path, columns: tuple[str, ...]) -> Iterator[tuple[str, dict[str, Any]]]:

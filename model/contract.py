@@ -22,6 +22,7 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
@@ -68,24 +69,28 @@ def write_atomically(path: Path, data: str | bytes) -> None:
         raise
 
 
+def parse_jsonl(lines: Iterable[str], source: object) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each line of JSON Lines, blank lines skipped, read as it streams (an archive of
+    millions of lines is never held whole); a bad line is a ``ValueError`` naming ``source`` and the line."""
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{source} line {number}: expected a JSON object; {error.msg}") from error
+        if not isinstance(record, dict):
+            raise ValueError(f"{source} line {number}: expected a JSON object; found {type(record).__name__}")
+        yield number, record
+
+
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """The JSON objects of a JSON Lines file, blank lines skipped; a bad line is a ``ValueError`` naming it.
 
     >>> len(read_jsonl(CORPUS_DIR / MESSAGES_FILE)) > 0  # doctest: +SKIP
     True
     """
-    records = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path} line {number}: expected a JSON object; {error.msg}") from error
-        if not isinstance(record, dict):
-            raise ValueError(f"{path} line {number}: expected a JSON object; found {type(record).__name__}")
-        records.append(record)
-    return records
+    return [record for _, record in parse_jsonl(path.read_text(encoding="utf-8").splitlines(), path)]
 
 
 def json_safe(value: Any) -> Any:

@@ -33,6 +33,7 @@ from model import Registry, Scorer, UnknownVersion
 from model.contract import CORPUS_DIR, split_texts
 from model.prepare_engine import prepare_in_child
 from service.batching import Batcher
+from service.body_guard import BodyGuard
 from service.errors import install_error_handlers
 from service.jobs import TrainingJobs, TrainingPlan
 from service.keys import KeyVerifier
@@ -127,6 +128,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = Metrics()
     app.dependency_overrides[get_settings] = lambda: settings
     install_error_handlers(app)
+    app.add_middleware(BodyGuard, max_body_bytes=settings.max_body_bytes)  # inside the metrics: its 413s count
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     if settings.cors_origins:  # off unless configured: a key-bearing browser call from any page is not a default
         app.add_middleware(

@@ -25,6 +25,9 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from model.engines import ENGINES
 from model.errors import check_text
 
+NOT_BLANK = r"\S"  # a JSON Schema pattern (unanchored): at least one character that is not whitespace
+MAX_ID = 2**31 - 1  # ids are PostgreSQL `integer` columns (SQLite's go to 2**63 - 1); larger is no id we gave
+
 
 def _has_words(text: str) -> str:
     return check_text(text)  # EmptyInput is a ValueError: pydantic turns it into a 422 naming the field
@@ -300,6 +303,7 @@ class CompareResponse(BaseModel):
 class Limits(BaseModel):
     max_texts: int = Field(description="texts per /v1/score request (413 beyond)")
     max_chars: int = Field(description="characters per text (413 beyond)")
+    max_body_bytes: int = Field(description="bytes per request body (413 beyond, before it is parsed)")
     batch_tokens: int = Field(description="tokens per model batch, counted with the model's tokenizer")
     queue_size: int = Field(description="texts waiting for the model before 429")
     request_timeout_s: float = Field(description="deadline of a scoring request (503 beyond)")
@@ -327,6 +331,7 @@ INFO_EXAMPLE: dict[str, Any] = {
     "limits": {
         "max_texts": 64,
         "max_chars": 20000,
+        "max_body_bytes": 8388608,
         "batch_tokens": 2048,
         "queue_size": 256,
         "request_timeout_s": 30.0,

@@ -26,7 +26,7 @@ from service.deps import BatcherDep, SessionDep, SettingsDep
 from service.errors import TextTooLong, problem_responses
 from service.keys import Principal
 from service.limits import check_texts
-from service.schemas import Text
+from service.schemas import MAX_ID, NOT_BLANK, Text
 from service.settings import Settings
 from service.store.models import Label, Message
 from service.store.repository import (
@@ -43,7 +43,7 @@ MAX_BATCH = 1000
 
 router = APIRouter(tags=["messages"])
 
-MessageId = Annotated[int, Path(ge=1, description="the message's id, as returned when it was stored")]
+MessageId = Annotated[int, Path(ge=1, le=MAX_ID, description="the message's id, as returned when it was stored")]
 EXAMPLE_KEY = Principal(key_id="3f9a2c1d4e5b6a70", name="analyst", scope="score")
 AUTH_ERRORS = problem_responses("/v1/messages", MissingKey("label"), ScopeTooLow(EXAMPLE_KEY, "label"))
 NOT_FOUND = problem_responses("/v1/messages/42", MessageNotFound(42))
@@ -71,10 +71,10 @@ class MessageCreate(BaseModel):
     )
 
     text: Text
-    sender: str | None = Field(default=None, min_length=1, max_length=300)
-    recipient: str | None = Field(default=None, min_length=1, max_length=300)
+    sender: str | None = Field(default=None, min_length=1, max_length=300, pattern=NOT_BLANK)
+    recipient: str | None = Field(default=None, min_length=1, max_length=300, pattern=NOT_BLANK)
     date: dt.date | None = Field(default=None, description="YYYY-MM-DD; orders the relation's timeline")
-    occasion: str | None = Field(default=None, min_length=1, max_length=100)
+    occasion: str | None = Field(default=None, min_length=1, max_length=100, pattern=NOT_BLANK)
     language: str = Field(default="en", min_length=2, max_length=16)
 
     def fields(self) -> MessageFields:
@@ -104,7 +104,9 @@ class LabelPut(BaseModel):
         extra="forbid", json_schema_extra={"examples": [{"annotator": "analyst-7", "score": 82.5}]}
     )
 
-    annotator: str = Field(min_length=1, max_length=100, description="who judged; one label per annotator")
+    annotator: str = Field(
+        min_length=1, max_length=100, pattern=NOT_BLANK, description="who judged; one label per annotator"
+    )
     score: float = Field(ge=0, le=100, description="0 = cold ... 100 = effusive, per the annotation guide")
 
 
@@ -214,7 +216,7 @@ def list_stored_messages(
     date_from: Annotated[dt.date | None, Query(description="on or after, YYYY-MM-DD")] = None,
     date_to: Annotated[dt.date | None, Query(description="on or before, YYYY-MM-DD")] = None,
     labelled: Annotated[bool | None, Query(description="only labelled (true) or unlabelled (false)")] = None,
-    after: Annotated[int | None, Query(ge=0, description="the `next_after` of the previous page")] = None,
+    after: Annotated[int | None, Query(ge=0, le=MAX_ID, description="the `next_after` of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_BATCH)] = 100,
 ) -> MessagePage:
     """Messages matching every filter given, oldest first, `limit` a page."""

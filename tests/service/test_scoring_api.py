@@ -165,11 +165,11 @@ def test_score_invalid_body_returns_422_listing_the_field(
     assert message in body["detail"]
 
 
-def test_score_malformed_json_returns_422(client: TestClient) -> None:
+def test_score_malformed_json_returns_400_naming_where(client: TestClient) -> None:
     response = client.post("/v1/score", content=b'{"text": "Dear', headers={"content-type": "application/json"})
 
-    body = assert_problem(response, 422, "invalid-request")
-    assert body["errors"][0]["type"] == "json_invalid"
+    body = assert_problem(response, 400, "malformed-json")
+    assert "line 1, column 10" in body["detail"]
 
 
 # ------------------------------------------------------------------------------------------------------------ compare

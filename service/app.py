@@ -39,6 +39,7 @@ from service.jobs import TrainingJobs, TrainingPlan
 from service.keys import KeyVerifier
 from service.metrics import Metrics, MetricsMiddleware
 from service.model_slot import ModelSlot, ModelSwitch
+from service.openapi import openapi_schema
 from service.process import MODEL_NICENESS, cap_heap_arenas, lower_priority, release_freed_memory, thread_ids
 from service.routes import ROUTERS
 from service.settings import Settings, get_settings
@@ -140,6 +141,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     for router in ROUTERS:
         app.include_router(router)
+    app.openapi = partial(openapi_schema, app)  # type: ignore[method-assign]  # errors, limits, open operations
     return app
 
 

@@ -20,7 +20,7 @@ A problem body reads::
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy.exc import OperationalError
 from starlette import status
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Match
 
 from model.errors import ArtifactCorrupt, DiplotoneError, EmptyInput, InputTooLong, UnknownVersion
 
@@ -229,6 +230,8 @@ class _Described:
 def to_problem(request: Request, exc: Exception) -> JSONResponse:
     """The one handler: map any exception to its problem response."""
     described = _describe(exc, request.url.path)
+    if isinstance(exc, StarletteHTTPException) and exc.status_code == status.HTTP_405_METHOD_NOT_ALLOWED:
+        described.headers["Allow"] = ", ".join(_allowed_methods(request))
     if described.status >= 500 and isinstance(exc, DiplotoneError):
         log.error("model error on %s: %s", request.url.path, exc)
     elif not isinstance(exc, ServiceError | DiplotoneError | RequestValidationError | StarletteHTTPException):
@@ -338,7 +341,7 @@ def _validation_problem(exc: RequestValidationError, instance: str) -> _Describe
     errors = [
         {
             "field": ".".join(str(part) for part in error["loc"]),
-            "message": error["msg"] if error["type"] == "missing" else f"{error['msg']}; found {_found(error)}",
+            "message": error["msg"] if _names_found(error) else f"{error['msg']}; found {_found(error)}",
             "type": error["type"],
         }
         for error in exc.errors()
@@ -354,6 +357,11 @@ def _validation_problem(exc: RequestValidationError, instance: str) -> _Describe
         {},
         {"errors": errors},
     )
+
+
+def _names_found(error: Any) -> bool:
+    """A missing field has nothing to show; our own checks (``check_text``, the model validators) say it already."""
+    return bool(error["type"] == "missing" or "found" in error["msg"])
 
 
 def _found(error: Any) -> str:
@@ -375,6 +383,25 @@ def _found(error: Any) -> str:
     if isinstance(value, list):
         return f"an array of {len(value)} items"
     return type(value).__name__
+
+
+def leaf_routes(routes: Iterable[BaseRoute]) -> Iterator[BaseRoute]:
+    """Every route, those of included routers too (FastAPI keeps an included router whole, as one route)."""
+    for route in routes:
+        included = getattr(route, "original_router", None)
+        yield from leaf_routes(included.routes) if included is not None else (route,)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path (Starlette names only the first route's, when two share a path)."""
+    scope = {**request.scope, "method": "GET"}
+    methods: set[str] = set()
+    for route in leaf_routes(request.app.router.routes):
+        match, _ = route.matches(scope)
+        served = getattr(route, "methods", None)
+        if match != Match.NONE and served:
+            methods |= set(served)
+    return sorted(methods)
 
 
 def _phrase(status_code: int) -> str:

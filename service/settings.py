@@ -45,6 +45,11 @@ class Settings(BaseSettings):
     )
     # Access
     score_requires_key: bool = False
+    open_reads: bool = Field(
+        False,
+        description="let stored messages, their labels and timelines be read without a key (like scoring); by "
+        "default reading needs a key of scope read, label or admin",
+    )
     cors_origins: list[str] = Field(
         default_factory=list,
         description="origins whose browser pages may call the API (JSON list, e.g. "

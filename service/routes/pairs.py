@@ -12,7 +12,7 @@ from service.auth import LabelKey
 from service.deps import SessionDep
 from service.errors import problem_responses
 from service.routes.messages import AUTH_ERRORS
-from service.schemas import MAX_ID, NOT_BLANK
+from service.schemas import MAX_ID, NOT_BLANK, Id
 from service.store.models import Pair
 from service.store.repository import MessageNotFound, PairExists, add_pair
 
@@ -44,8 +44,8 @@ class PairCreate(BaseModel):
         },
     )
 
-    warmer: int = Field(ge=1, le=MAX_ID, description="id of the more effusive stored message")
-    cooler: int = Field(ge=1, le=MAX_ID, description="id of the less effusive stored message")
+    warmer: Id = Field(ge=1, le=MAX_ID, description="id of the more effusive stored message")
+    cooler: Id = Field(ge=1, le=MAX_ID, description="id of the less effusive stored message; not warmer")
     kind: str = Field(
         default="judgement",
         min_length=1,

@@ -18,7 +18,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from model import band_of
-from service.auth import ScoreAccess
+from service.auth import ReadAccess
 from service.deps import SessionDep
 from service.store.models import Message
 from service.store.repository import relation_messages
@@ -51,7 +51,7 @@ def timeline(
     sender: Annotated[str, Query(min_length=1, max_length=300)],
     recipient: Annotated[str, Query(min_length=1, max_length=300)],
     session: SessionDep,
-    access: ScoreAccess,
+    access: ReadAccess,
 ) -> TimelineResponse:
     """The messages from `sender` to `recipient`, oldest first, each with its percentile and change."""
     return TimelineResponse(

@@ -42,8 +42,9 @@ def data_dir(tmp_path: Path, tiny_version: Path) -> Path:
 @pytest.fixture
 def make_settings(data_dir: Path, database_url: str) -> Callable[..., Settings]:
     def make(**overrides: Any) -> Settings:
-        # The torch reference engine: the ONNX engines have their own tests (tests/test_engines.py).
-        defaults = {"engine": "torch", "database_url": database_url}
+        # The torch reference engine: the ONNX engines have their own tests (tests/test_engines.py). Reads open, so
+        # that tests of what is stored read it without a key; tests/service/test_auth.py tests the read scope.
+        defaults = {"engine": "torch", "database_url": database_url, "open_reads": True}
         return Settings(data_dir=data_dir, model_threads=1, **{**defaults, **overrides})
 
     return make

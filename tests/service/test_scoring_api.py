@@ -150,7 +150,7 @@ def test_score_more_than_max_texts_returns_413(client: TestClient) -> None:
         ({"sender": "Kim"}, "body", "expected exactly one of 'text' or 'texts'; found neither"),
         ({"texts": ["Dear friend."], "id": "x"}, "body", "give each item its own id"),
         ({"text": "Dear friend.", "txt": "typo"}, "body.txt", "Extra inputs are not permitted"),
-        ({"text": "Dear friend.", "date": "12/06/2026"}, "body.date", "valid date"),
+        ({"text": "Dear friend.", "date": "12/06/2026"}, "body.date", "expected a date as YYYY-MM-DD"),
         ({"text": 42}, "body.text", "valid string"),
     ],
 )

@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 
-.PHONY: setup run test test-all check lint types train evaluate bench bench-archive clean audit postgres
+.PHONY: setup run test test-all check lint types train evaluate bench bench-archive clean audit postgres fuzz
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,9 @@ run: setup  ## serve on 127.0.0.1:8000 with the embedded defaults (SQLite, the s
 
 test: setup  ## the fast suite (tiny models, offline)
 	$(BIN)/pytest -m "not slow"
+
+fuzz: setup  ## schemathesis against the app's OpenAPI alone (also part of the fast suite)
+	$(BIN)/pytest -m fuzz
 
 test-all:  ## everything, the slow tests on the real MiniLM weights included (offline)
 	$(BIN)/pytest

@@ -229,7 +229,12 @@ def _database(data_dir: Path) -> Any:
 
 @keys_app.command("create")
 def keys_create(
-    scope: Annotated[str, typer.Option(help="score, label (also scores) or admin (everything)")],
+    scope: Annotated[
+        str,
+        typer.Option(
+            help="score, read (stored messages and labels; also scores), label (also reads) or admin (everything)"
+        ),
+    ],
     name: Annotated[str, typer.Option(help="who or what the key is for")] = "unnamed",
     data_dir: DataDir = Path("var"),
 ) -> None:

@@ -37,11 +37,13 @@ from model import Registry, Scorer, UnknownVersion
 from model.contract import CORPUS_DIR, split_texts
 from model.prepare_engine import prepare_in_child
 from service.batching import Batcher
+from service.body_guard import BodyGuard
 from service.errors import install_error_handlers
 from service.jobs import TrainingJobs, TrainingPlan
 from service.keys import KeyVerifier
 from service.metrics import Metrics, MetricsMiddleware
 from service.model_slot import ModelSlot, ModelSwitch
+from service.openapi import openapi_schema
 from service.process import MODEL_NICENESS, cap_heap_arenas, lower_priority, release_freed_memory, thread_ids
 from service.routes import ROUTERS
 from service.settings import Settings, get_settings
@@ -167,6 +169,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = Metrics()
     app.dependency_overrides[get_settings] = lambda: settings
     install_error_handlers(app)
+    app.add_middleware(BodyGuard, max_body_bytes=settings.max_body_bytes)  # inside the metrics: its 413s count
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     if settings.cors_origins:  # off unless configured: a key-bearing browser call from any page is not a default
         app.add_middleware(
@@ -178,6 +181,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     for router in ROUTERS:
         app.include_router(router)
+    app.openapi = partial(openapi_schema, app)  # type: ignore[method-assign]  # errors, limits, open operations
     return app
 
 

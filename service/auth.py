@@ -1,4 +1,7 @@
-"""FastAPI dependencies that demand an API key of a scope: ``LabelKey``, ``AdminKey`` and the scoring gate.
+"""FastAPI dependencies that demand an API key of a scope: ``LabelKey``, ``AdminKey``, and the gates of scoring
+(``ScoreAccess``: open unless ``score_requires_key``) and of reading stored messages and labels (``ReadAccess``: a
+``read`` key or above unless ``open_reads``). ``OPTIONAL_KEY`` names the gates that may let a call in without a key,
+so that the OpenAPI can say which operations are open (``service.openapi``).
 
 A key travels as ``Authorization: Bearer dpt_…`` or ``X-API-Key: dpt_…``. No key or an unknown one: 401; a key whose
 scope is below the route's: 403. Scopes and the key format are described in ``service.keys``.
@@ -101,6 +104,25 @@ def score_access(
     return authorize(request, token, "score")
 
 
+def read_access(
+    request: Request,
+    settings: Annotated[Settings, Depends(get_settings)],
+    token: Annotated[str | None, Depends(_presented_key)],
+) -> Principal | None:
+    """Stored messages and their labels are analysts' work: a ``read`` key (or above) unless ``open_reads``; open
+    reads still need a key where ``score_requires_key`` closes scoring."""
+    if settings.open_reads:
+        return score_access(request, settings, token)
+    return authorize(request, token, "read")
+
+
+def is_open(gate: Callable[..., object], settings: Settings) -> bool:
+    """Whether ``gate`` (one of ``OPTIONAL_KEY``) lets a call in without a key under ``settings``."""
+    return not settings.score_requires_key and (gate is score_access or settings.open_reads)
+
+
+OPTIONAL_KEY = (score_access, read_access)
 LabelKey = Annotated[Principal, Depends(require_scope("label"))]
 AdminKey = Annotated[Principal, Depends(require_scope("admin"))]
 ScoreAccess = Annotated[Principal | None, Depends(score_access)]
+ReadAccess = Annotated[Principal | None, Depends(read_access)]

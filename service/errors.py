@@ -20,7 +20,7 @@ A problem body reads::
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy.exc import OperationalError
 from starlette import status
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Match
 
 from model.errors import ArtifactCorrupt, DiplotoneError, EmptyInput, InputTooLong, UnknownVersion
 
@@ -63,6 +64,48 @@ class TooManyTexts(ServiceError):
 
     def __init__(self, count: int, limit: int) -> None:
         super().__init__(f"texts has {count} items; the limit is {limit} per request", count=count, limit=limit)
+
+
+class BodyTooLarge(ServiceError):
+    """A request body over ``max_body_bytes``: refused from its Content-Length, or as it streams past the limit."""
+
+    status = status.HTTP_413_CONTENT_TOO_LARGE
+    slug, title = "body-too-large", "Request body too large"
+
+    def __init__(self, size: int, limit: int, *, declared: bool) -> None:
+        found = f"a Content-Length of {size} bytes" if declared else f"more than {limit} bytes as it streamed"
+        super().__init__(
+            f"expected a request body of at most {limit} bytes; found {found}. Nothing was read or stored",
+            limit=limit,
+        )
+
+
+class UnsupportedMediaType(ServiceError):
+    status = status.HTTP_415_UNSUPPORTED_MEDIA_TYPE
+    slug, title = "unsupported-media-type", "Unsupported media type"
+
+    def __init__(self, found: str | None) -> None:
+        super().__init__(
+            f"expected a body of Content-Type application/json; found {found[:100] if found else 'none'}",
+            found=found[:100] if found else None,
+        )
+
+
+class MalformedJson(ServiceError):
+    """A body that is not one well-formed, unambiguous JSON document in UTF-8 (the detail says what was found)."""
+
+    status = status.HTTP_400_BAD_REQUEST
+    slug, title = "malformed-json", "Malformed JSON"
+
+
+class InvalidText(ServiceError):
+    """A string that holds no text: a NUL, a lone surrogate, bytes that are not UTF-8."""
+
+    status = status.HTTP_422_UNPROCESSABLE_CONTENT
+    slug, title = "invalid-text", "Invalid text"
+
+    def __init__(self, field: str, expected: str, found: str) -> None:
+        super().__init__(f"{field}: expected {expected}; found {found}", field=field)
 
 
 class TextTooLong(InputTooLong):
@@ -187,6 +230,8 @@ class _Described:
 def to_problem(request: Request, exc: Exception) -> JSONResponse:
     """The one handler: map any exception to its problem response."""
     described = _describe(exc, request.url.path)
+    if isinstance(exc, StarletteHTTPException) and exc.status_code == status.HTTP_405_METHOD_NOT_ALLOWED:
+        described.headers["Allow"] = ", ".join(_allowed_methods(request))
     if described.status >= 500 and isinstance(exc, DiplotoneError):
         log.error("model error on %s: %s", request.url.path, exc)
     elif not isinstance(exc, ServiceError | DiplotoneError | RequestValidationError | StarletteHTTPException):
@@ -307,7 +352,11 @@ def _body(
 def _validation_problem(exc: RequestValidationError, instance: str) -> _Described:
     # The offending input is left out: it may be a 20,000-character text, and echoing it helps no one.
     errors = [
-        {"field": ".".join(str(part) for part in error["loc"]), "message": error["msg"], "type": error["type"]}
+        {
+            "field": ".".join(str(part) for part in error["loc"]),
+            "message": error["msg"] if _names_found(error) else f"{error['msg']}; found {_found(error)}",
+            "type": error["type"],
+        }
         for error in exc.errors()
     ]
     listed = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
@@ -321,6 +370,51 @@ def _validation_problem(exc: RequestValidationError, instance: str) -> _Describe
         {},
         {"errors": errors},
     )
+
+
+def _names_found(error: Any) -> bool:
+    """A missing field has nothing to show; our own checks (``check_text``, the model validators) say it already."""
+    return bool(error["type"] == "missing" or "found" in error["msg"])
+
+
+def _found(error: Any) -> str:
+    """What a field held, by its JSON kind (a body's string by its length: it may be a long text); a short query or
+    path value as itself, since that is where a mistyped id or date is seen."""
+    value = error["input"]
+    if isinstance(value, str) and error["loc"][0] in ("query", "path") and len(value) <= 40:
+        return repr(value)
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"{str(value).lower()}"
+    if isinstance(value, int | float):
+        return f"the number {value:.6g}" if isinstance(value, float) else f"the integer {value}"[:60]
+    if isinstance(value, str):
+        return f"a string of {len(value)} characters"
+    if isinstance(value, dict):
+        return f"an object with {len(value)} keys"
+    if isinstance(value, list):
+        return f"an array of {len(value)} items"
+    return type(value).__name__
+
+
+def leaf_routes(routes: Iterable[BaseRoute]) -> Iterator[BaseRoute]:
+    """Every route, those of included routers too (FastAPI keeps an included router whole, as one route)."""
+    for route in routes:
+        included = getattr(route, "original_router", None)
+        yield from leaf_routes(included.routes) if included is not None else (route,)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path (Starlette names only the first route's, when two share a path)."""
+    scope = {**request.scope, "method": "GET"}
+    methods: set[str] = set()
+    for route in leaf_routes(request.app.router.routes):
+        match, _ = route.matches(scope)
+        served = getattr(route, "methods", None)
+        if match != Match.NONE and served:
+            methods |= set(served)
+    return sorted(methods)
 
 
 def _phrase(status_code: int) -> str:

@@ -3,8 +3,8 @@
 A key reads ``dpt_<id>_<secret>``: ``id`` (16 hex digits) is the row to look up, ``secret`` (43 URL-safe characters,
 256 random bits) is checked against the stored argon2id hash, so a stolen database yields no usable key.
 
-Scopes are ordered, each including the ones before it: ``score`` < ``label`` < ``admin``. A ``label`` key can also
-score; an ``admin`` key can do everything.
+Scopes are ordered, each including the ones before it: ``score`` < ``read`` < ``label`` < ``admin``. A ``read`` key
+can also score; a ``label`` key can also read what it labels; an ``admin`` key can do everything.
 
 Verifying argon2 costs tens of milliseconds and megabytes by design, too much for every request, so ``KeyVerifier``
 remembers a key it has verified for ``ttl_s`` seconds (by the key's sha256, never the key itself). The price: a revoked
@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from service.store.models import ApiKey, utcnow
 
-SCOPES = ("score", "label", "admin")  # ordered: each scope includes the ones before it
+SCOPES = ("score", "read", "label", "admin")  # ordered: each scope includes the ones before it
 PREFIX = "dpt"
 KEY_PATTERN = re.compile(rf"^{PREFIX}_(?P<id>[0-9a-f]{{16}})_(?P<secret>[A-Za-z0-9_-]{{43}})$")
 
@@ -58,10 +58,10 @@ class IssuedKey:
 
 
 def scope_allows(granted: str, required: str) -> bool:
-    """``admin`` allows ``label`` and ``score``; ``label`` allows ``score``.
+    """``admin`` allows every scope; ``label`` allows ``read`` and ``score``; ``read`` allows ``score``.
 
-    >>> scope_allows("label", "score"), scope_allows("label", "admin")
-    (True, False)
+    >>> scope_allows("label", "read"), scope_allows("score", "read"), scope_allows("label", "admin")
+    (True, False, False)
     """
     return SCOPES.index(granted) >= SCOPES.index(required)
 

@@ -18,12 +18,40 @@ Unknown fields are refused (a misspelt ``txt`` is an error, not a silently empty
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from model.engines import ENGINES
 from model.errors import check_text
+
+NOT_BLANK = r"^[^\x00]*[^\s\x00][^\x00]*$"  # a character that is not whitespace, and no NUL (service.body_guard)
+NO_NUL = r"^[^\x00]*$"  # what service.body_guard holds every string to; service.openapi says it of each
+MAX_ID = 2**31 - 1  # ids are PostgreSQL `integer` columns (SQLite's go to 2**63 - 1); larger is no id we gave
+
+
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _iso_date(value: object) -> object:
+    """A date only as ``YYYY-MM-DD`` (pydantic would also take ``0`` or ``"0"`` as a Unix time: a silent 1970)."""
+    if isinstance(value, dt.date) or (isinstance(value, str) and _ISO_DATE.fullmatch(value)):
+        return value
+    found = f"{value!r}"[:40] if isinstance(value, str) else type(value).__name__
+    raise ValueError(f"expected a date as YYYY-MM-DD; found {found}")
+
+
+IsoDate = Annotated[dt.date, BeforeValidator(_iso_date)]
+
+
+def _not_bool(value: object) -> object:
+    if isinstance(value, bool):  # pydantic would take true for 1
+        raise ValueError(f"expected an integer id; found {str(value).lower()}")
+    return value
+
+
+Id = Annotated[int, BeforeValidator(_not_bool)]
 
 
 def _has_words(text: str) -> str:
@@ -33,7 +61,12 @@ def _has_words(text: str) -> str:
 Text = Annotated[
     str,
     AfterValidator(_has_words),
-    Field(description="the message, plain text; longer than the model's window is fine (it is split by sentence)"),
+    Field(
+        min_length=1,
+        pattern=NOT_BLANK,
+        description="the message, plain text, not blank; longer than the model's window is fine (it is split by "
+        "sentence); at most max_chars characters (GET /v1/info), 413 beyond",
+    ),
 ]
 
 # ---------------------------------------------------------------------------------------------------------- examples
@@ -132,7 +165,7 @@ class Metadata(BaseModel):
     id: str | None = Field(default=None, max_length=200, description="the caller's id for the text")
     sender: str | None = Field(default=None, max_length=200)
     recipient: str | None = Field(default=None, max_length=200)
-    date: dt.date | None = Field(default=None, description="YYYY-MM-DD")
+    date: IsoDate | None = Field(default=None, description="YYYY-MM-DD")
     occasion: str | None = Field(default=None, max_length=200)
 
     def echo(self) -> dict[str, Any]:
@@ -150,14 +183,23 @@ def _object_from_string(value: object) -> object:
 
 
 # A bare string is shorthand for {"text": ...}; converting it first gives errors one location ("texts.3.text").
-Item = Annotated[TextItem, BeforeValidator(_object_from_string, json_schema_input_type=str | TextItem)]
+Item = Annotated[TextItem, BeforeValidator(_object_from_string, json_schema_input_type=Text | TextItem)]
 
 
 class ScoreRequest(Metadata):
     """Exactly one of ``text`` or ``texts``; at most ``max_texts`` texts (413 beyond)."""
 
     model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [SCORE_REQUEST_EXAMPLES["one text"]["value"]]}
+        extra="forbid",
+        json_schema_extra={
+            "examples": [SCORE_REQUEST_EXAMPLES["one text"]["value"]],
+            # What _one_of_text_or_texts enforces, said in the schema: one of the two, and an id only with text.
+            "oneOf": [
+                {"required": ["text"], "properties": {"text": {"type": "string"}}},
+                {"required": ["texts"], "properties": {"texts": {"type": "array"}}},
+            ],
+            "not": {"required": ["id", "texts"]},
+        },
     )
 
     text: Text | None = None
@@ -300,6 +342,7 @@ class CompareResponse(BaseModel):
 class Limits(BaseModel):
     max_texts: int = Field(description="texts per /v1/score request (413 beyond)")
     max_chars: int = Field(description="characters per text (413 beyond)")
+    max_body_bytes: int = Field(description="bytes per request body (413 beyond, before it is parsed)")
     batch_tokens: int = Field(description="tokens per model batch, counted with the model's tokenizer")
     queue_size: int = Field(description="texts waiting for the model before 429")
     request_timeout_s: float = Field(description="deadline of a scoring request (503 beyond)")
@@ -329,6 +372,7 @@ INFO_EXAMPLE: dict[str, Any] = {
     "limits": {
         "max_texts": 64,
         "max_chars": 20000,
+        "max_body_bytes": 8388608,
         "batch_tokens": 2048,
         "queue_size": 256,
         "request_timeout_s": 30.0,

@@ -22,6 +22,12 @@ class Settings(BaseSettings):
     # Scoring limits
     max_texts: int = Field(64, ge=1, description="texts per /v1/score request")
     max_chars: int = Field(20_000, ge=1, description="characters per text")
+    max_body_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=1024,
+        description="bytes per request body, refused with 413 before it is parsed; the default holds a bulk write "
+        "of 1,000 messages of about 8,000 characters",
+    )
     # Batching and back-pressure
     batch_tokens: int = Field(
         2048, ge=64, description="tokens per model batch, counted with the model's tokenizer before queueing"
@@ -39,6 +45,11 @@ class Settings(BaseSettings):
     )
     # Access
     score_requires_key: bool = False
+    open_reads: bool = Field(
+        False,
+        description="let stored messages, their labels and timelines be read without a key (like scoring); by "
+        "default reading needs a key of scope read, label or admin",
+    )
     cors_origins: list[str] = Field(
         default_factory=list,
         description="origins whose browser pages may call the API (JSON list, e.g. "

@@ -77,6 +77,7 @@ async def info(slot: SlotDep, registry: RegistryDep, settings: SettingsDep) -> I
         limits=Limits(
             max_texts=settings.max_texts,
             max_chars=settings.max_chars,
+            max_body_bytes=settings.max_body_bytes,
             batch_tokens=settings.batch_tokens,
             queue_size=settings.queue_size,
             request_timeout_s=settings.request_timeout_s,

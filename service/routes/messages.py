@@ -8,7 +8,7 @@
   (``after`` = the ``next_after`` of the previous page).
 - ``PUT /v1/messages/{id}/label`` records an annotator's score; an annotator labelling again replaces their score.
 
-Writes need a ``label`` key; reads are open like scoring (or need a key where ``score_requires_key`` is set).
+Writes need a ``label`` key; reads a ``read`` key or above, unless ``open_reads`` opens them (``service.auth``).
 """
 
 from __future__ import annotations
@@ -22,13 +22,13 @@ from starlette import status
 from starlette.concurrency import run_in_threadpool
 
 from model import ScoreResult, band_of
-from service.auth import LabelKey, MissingKey, ScopeTooLow, ScoreAccess
+from service.auth import LabelKey, MissingKey, ReadAccess, ScopeTooLow
 from service.batching import Batcher
 from service.deps import BatcherDep, SessionDep, SettingsDep
 from service.errors import TextTooLong, UnpublishedMessage, problem_responses
 from service.keys import Principal
 from service.limits import check_texts
-from service.schemas import Text
+from service.schemas import MAX_ID, NOT_BLANK, IsoDate, Text
 from service.settings import Settings
 from service.store.models import Label, Message
 from service.store.repository import (
@@ -45,7 +45,7 @@ MAX_BATCH = 1000
 
 router = APIRouter(tags=["messages"])
 
-MessageId = Annotated[int, Path(ge=1, description="the message's id, as returned when it was stored")]
+MessageId = Annotated[int, Path(ge=1, le=MAX_ID, description="the message's id, as returned when it was stored")]
 EXAMPLE_KEY = Principal(key_id="3f9a2c1d4e5b6a70", name="analyst", scope="score")
 AUTH_ERRORS = problem_responses("/v1/messages", MissingKey("label"), ScopeTooLow(EXAMPLE_KEY, "label"))
 NOT_FOUND = problem_responses("/v1/messages/42", MessageNotFound(42))
@@ -77,10 +77,10 @@ class MessageCreate(BaseModel):
         description="the message; null for one known but unpublished (named by an agency, no text printed), "
         "which is stored unscored and needs sender, recipient and date",
     )
-    sender: str | None = Field(default=None, min_length=1, max_length=300)
-    recipient: str | None = Field(default=None, min_length=1, max_length=300)
-    date: dt.date | None = Field(default=None, description="YYYY-MM-DD; orders the relation's timeline")
-    occasion: str | None = Field(default=None, min_length=1, max_length=100)
+    sender: str | None = Field(default=None, min_length=1, max_length=300, pattern=NOT_BLANK)
+    recipient: str | None = Field(default=None, min_length=1, max_length=300, pattern=NOT_BLANK)
+    date: IsoDate | None = Field(default=None, description="YYYY-MM-DD; orders the relation's timeline")
+    occasion: str | None = Field(default=None, min_length=1, max_length=100, pattern=NOT_BLANK)
     language: str = Field(default="en", min_length=2, max_length=16)
 
     @model_validator(mode="after")
@@ -121,8 +121,10 @@ class LabelPut(BaseModel):
         extra="forbid", json_schema_extra={"examples": [{"annotator": "analyst-7", "score": 82.5}]}
     )
 
-    annotator: str = Field(min_length=1, max_length=100, description="who judged; one label per annotator")
-    score: float = Field(ge=0, le=100, description="0 = cold ... 100 = effusive, per the annotation guide")
+    annotator: str = Field(
+        min_length=1, max_length=100, pattern=NOT_BLANK, description="who judged; one label per annotator"
+    )
+    score: float = Field(ge=0, le=100, strict=True, description="0 = cold ... 100 = effusive, per the annotation guide")
 
 
 class LabelPublic(BaseModel):
@@ -228,14 +230,14 @@ async def create_messages(
 @router.get("/v1/messages", summary="List stored messages")
 def list_stored_messages(
     session: SessionDep,
-    access: ScoreAccess,
+    access: ReadAccess,
     sender: Annotated[str | None, Query(max_length=300)] = None,
     recipient: Annotated[str | None, Query(max_length=300)] = None,
     occasion: Annotated[str | None, Query(max_length=100)] = None,
-    date_from: Annotated[dt.date | None, Query(description="on or after, YYYY-MM-DD")] = None,
-    date_to: Annotated[dt.date | None, Query(description="on or before, YYYY-MM-DD")] = None,
+    date_from: Annotated[IsoDate | None, Query(description="on or after, YYYY-MM-DD")] = None,
+    date_to: Annotated[IsoDate | None, Query(description="on or before, YYYY-MM-DD")] = None,
     labelled: Annotated[bool | None, Query(description="only labelled (true) or unlabelled (false)")] = None,
-    after: Annotated[int | None, Query(ge=0, description="the `next_after` of the previous page")] = None,
+    after: Annotated[int | None, Query(ge=0, le=MAX_ID, description="the `next_after` of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_BATCH)] = 100,
 ) -> MessagePage:
     """Messages matching every filter given, oldest first, `limit` a page."""
@@ -247,7 +249,7 @@ def list_stored_messages(
 
 
 @router.get("/v1/messages/{message_id}", responses=NOT_FOUND, summary="Read a stored message")
-def get_stored_message(message_id: MessageId, session: SessionDep, access: ScoreAccess) -> MessagePublic:
+def get_stored_message(message_id: MessageId, session: SessionDep, access: ReadAccess) -> MessagePublic:
     """The message, its stored score and its labels."""
     return MessagePublic.of(get_message(session, message_id))
 

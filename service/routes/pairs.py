@@ -12,6 +12,7 @@ from service.auth import LabelKey
 from service.deps import SessionDep
 from service.errors import problem_responses
 from service.routes.messages import AUTH_ERRORS
+from service.schemas import MAX_ID, NOT_BLANK, Id
 from service.store.models import Pair
 from service.store.repository import MessageNotFound, PairExists, add_pair
 
@@ -43,12 +44,16 @@ class PairCreate(BaseModel):
         },
     )
 
-    warmer: int = Field(ge=1, description="id of the more effusive stored message")
-    cooler: int = Field(ge=1, description="id of the less effusive stored message")
+    warmer: Id = Field(ge=1, le=MAX_ID, description="id of the more effusive stored message")
+    cooler: Id = Field(ge=1, le=MAX_ID, description="id of the less effusive stored message; not warmer")
     kind: str = Field(
-        default="judgement", min_length=1, max_length=50, description="year-over-year, variant, judgement ..."
+        default="judgement",
+        min_length=1,
+        max_length=50,
+        pattern=NOT_BLANK,
+        description="year-over-year, variant, judgement ...",
     )
-    annotator: str = Field(min_length=1, max_length=100)
+    annotator: str = Field(min_length=1, max_length=100, pattern=NOT_BLANK)
     note: str | None = Field(default=None, max_length=2000)
 
     @model_validator(mode="after")

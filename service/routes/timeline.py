@@ -24,7 +24,7 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
 from model import band_of
-from service.auth import ScoreAccess
+from service.auth import ReadAccess
 from service.cadence import Cadence, Entry, cadence
 from service.deps import SessionDep
 from service.store.models import Message
@@ -97,7 +97,7 @@ class RelationsResponse(BaseModel):
 
 @router.get("/v1/timeline", summary="One relation's messages over time, its cadence and absences")
 def timeline(
-    sender: Sender, recipient: Recipient, session: SessionDep, access: ScoreAccess, as_of: AsOf = None
+    sender: Sender, recipient: Recipient, session: SessionDep, access: ReadAccess, as_of: AsOf = None
 ) -> TimelineResponse:
     """The messages from `sender` to `recipient`, oldest first, each with its percentile and change; the relation's
     recurring occasions and usual gap; the expected messages that did not come and the silences longer than usual."""
@@ -111,7 +111,7 @@ def timeline(
     responses={200: {"content": {"image/svg+xml": {}}, "description": "the chart"}},
 )
 def timeline_svg(
-    sender: Sender, recipient: Recipient, session: SessionDep, access: ScoreAccess, as_of: AsOf = None
+    sender: Sender, recipient: Recipient, session: SessionDep, access: ReadAccess, as_of: AsOf = None
 ) -> Response:
     """The chart of `/v1/timeline`: score and interval over time on the bands, moves and absences labelled."""
     from service.plots import timeline_figure, to_bytes  # matplotlib loads on the first picture, not at start-up
@@ -121,7 +121,7 @@ def timeline_svg(
 
 
 @router.get("/v1/relations", summary="The sender → recipient relations stored")
-def list_relations(session: SessionDep, access: ScoreAccess) -> RelationsResponse:
+def list_relations(session: SessionDep, access: ReadAccess) -> RelationsResponse:
     """Every relation with at least one stored message, the busiest first."""
     return RelationsResponse(
         relations=[

@@ -19,11 +19,12 @@ from service.auth import AdminKey, ScoreAccess
 from service.deps import JobsDep, SessionDep
 from service.errors import RunInProgress, RunNotFound, problem_responses
 from service.routes.messages import AUTH_ERRORS
+from service.schemas import MAX_ID
 from service.store.models import TrainingRun
 
 router = APIRouter(tags=["training"])
 
-RunId = Annotated[int, Path(ge=1)]
+RunId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 class Progress(BaseModel):

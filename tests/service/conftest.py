@@ -44,7 +44,9 @@ def make_settings(data_dir: Path, database_url: str) -> Callable[..., Settings]:
     def make(**overrides: Any) -> Settings:
         # The torch reference engine: the ONNX engines have their own tests (tests/test_engines.py). The registry
         # watch is off: a test that moves the pointer itself decides when the service follows (test_replicas.py).
-        defaults = {"engine": "torch", "database_url": database_url, "registry_poll_s": 0}
+        # Reads open, so that tests of what is stored read it without a key; tests/service/test_auth.py tests the
+        # read scope.
+        defaults = {"engine": "torch", "database_url": database_url, "registry_poll_s": 0, "open_reads": True}
         return Settings(data_dir=data_dir, model_threads=1, **{**defaults, **overrides})
 
     return make

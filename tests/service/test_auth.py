@@ -148,11 +148,33 @@ def test_revoked_key_is_401(client: TestClient) -> None:
     assert_problem(response, 401, "api-key-unknown")
 
 
-def test_reads_and_scoring_are_open_by_default(client: TestClient) -> None:
-    responses = [client.get(path) for path in ("/v1/messages", "/v1/models", "/v1/training-runs")]
+def test_scoring_models_and_runs_are_open_by_default_and_stored_messages_need_read(
+    make_client: Callable[..., TestClient],
+) -> None:
+    client = make_client(open_reads=False)  # the service's default (the test fixture opens reads)
+    responses = [client.get(path) for path in ("/v1/models", "/v1/training-runs")]
     responses.append(client.post("/v1/score", json={"text": TEXTS[0]}))
+    assert [r.status_code for r in responses] == [200, 200, 200]
 
-    assert [r.status_code for r in responses] == [200, 200, 200, 200]
+    for path in ("/v1/messages", "/v1/messages/1", "/v1/timeline?sender=A&recipient=B"):
+        assert assert_problem(client.get(path), 401, "api-key-missing")["required"] == "read"
+        below = client.get(path, headers=bearer(issue_key(client, "score")))
+        assert assert_problem(below, 403, "api-key-scope")["found"] == "score"
+        for scope in ("read", "label", "admin"):  # label and admin keys read too
+            assert client.get(path, headers=bearer(issue_key(client, scope))).status_code in (200, 404), scope
+
+
+def test_open_reads_opens_them_and_the_openapi_says_which_operations_are_open(
+    make_client: Callable[..., TestClient],
+) -> None:
+    closed, opened = make_client(open_reads=False), make_client(open_reads=True)
+
+    assert opened.get("/v1/messages").status_code == 200
+    for client, reads_open in ((closed, False), (opened, True)):
+        paths = client.get("/openapi.json").json()["paths"]
+        assert ({} in paths["/v1/messages"]["get"]["security"]) is reads_open
+        assert {} in paths["/v1/score"]["post"]["security"]
+        assert {} not in paths["/v1/pairs"]["post"]["security"]
 
 
 def test_scoring_needs_a_key_when_the_setting_asks(make_client: Callable[..., TestClient]) -> None:
@@ -186,5 +208,5 @@ def test_key_created_by_the_cli_is_accepted_by_the_api(
     assert created.exit_code == 0
     assert token.startswith("dpt_")
     assert refused.exit_code == 2
-    assert "scope must be one of score, label, admin; found 'root'" in refused.output
+    assert "scope must be one of score, read, label, admin; found 'root'" in refused.output
     assert response.status_code == 201

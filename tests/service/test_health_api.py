@@ -90,6 +90,7 @@ def test_info_returns_version_test_metrics_limits_and_bands(make_client: Callabl
     assert body["limits"] == {
         "max_texts": 8,
         "max_chars": 5000,
+        "max_body_bytes": 8 * 1024 * 1024,
         "batch_tokens": 2048,
         "queue_size": 256,
         "request_timeout_s": 30.0,

@@ -152,7 +152,7 @@ def test_score_more_than_max_texts_returns_413(client: TestClient) -> None:
         ({"sender": "Kim"}, "body", "expected exactly one of 'text' or 'texts'; found neither"),
         ({"texts": ["Dear friend."], "id": "x"}, "body", "give each item its own id"),
         ({"text": "Dear friend.", "txt": "typo"}, "body.txt", "Extra inputs are not permitted"),
-        ({"text": "Dear friend.", "date": "12/06/2026"}, "body.date", "valid date"),
+        ({"text": "Dear friend.", "date": "12/06/2026"}, "body.date", "expected a date as YYYY-MM-DD"),
         ({"text": 42}, "body.text", "valid string"),
     ],
 )
@@ -167,11 +167,11 @@ def test_score_invalid_body_returns_422_listing_the_field(
     assert message in body["detail"]
 
 
-def test_score_malformed_json_returns_422(client: TestClient) -> None:
+def test_score_malformed_json_returns_400_naming_where(client: TestClient) -> None:
     response = client.post("/v1/score", content=b'{"text": "Dear', headers={"content-type": "application/json"})
 
-    body = assert_problem(response, 422, "invalid-request")
-    assert body["errors"][0]["type"] == "json_invalid"
+    body = assert_problem(response, 400, "malformed-json")
+    assert "line 1, column 10" in body["detail"]
 
 
 # ------------------------------------------------------------------------------------------------------------ compare

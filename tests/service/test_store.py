@@ -148,7 +148,10 @@ def test_authenticate_refuses_wrong_secret_malformed_and_revoked_keys(database: 
 
 
 def test_create_key_refuses_an_unknown_scope(database: Database) -> None:
-    with database.sessions() as session, pytest.raises(ValueError, match="scope must be one of score, label, admin"):
+    with (
+        database.sessions() as session,
+        pytest.raises(ValueError, match="scope must be one of score, read, label, admin"),
+    ):
         create_key(session, "root", "x")
 
 

@@ -35,15 +35,23 @@ function setupKey() {
   const input = $("api-key"), state = $("key-state");
   const show = () => {
     const key = savedKey();
-    state.textContent = key ? `Key ${key.slice(0, 12)}… kept for this tab.` : "No key: reading and scoring only.";
+    state.textContent = key
+      ? `Key ${key.slice(0, 12)}… kept for this tab.`
+      : "No key: scoring only. Stored messages need a key with scope read (or above) unless the service opens reads.";
+  };
+  // A new key may open what the last one could not: load the relations again when their tab is shown.
+  const changed = () => {
+    relationsLoaded = false;
+    if (!$("view-timeline").hidden) loadRelations();
+    show();
   };
   $("key-form").addEventListener("submit", (event) => {
     event.preventDefault();
     keepKey(input.value.trim());
     input.value = "";
-    show();
+    changed();
   });
-  $("key-forget").addEventListener("click", () => { keepKey(""); show(); });
+  $("key-forget").addEventListener("click", () => { keepKey(""); changed(); });
   show();
 }
 
@@ -123,6 +131,7 @@ let relationsLoaded = false;
 async function loadRelations() {
   if (relationsLoaded) return;
   const select = $("relation");
+  clearError($("timeline-error"));
   try {
     const { relations } = await api("/v1/relations");
     relationsLoaded = true;

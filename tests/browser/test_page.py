@@ -148,8 +148,15 @@ def test_compare_highlights_the_sentence_that_did_not_appear(page: Any) -> None:
     assert page.evaluate(LOW_CONTRAST) == []
 
 
-def _open_relation(page: Any) -> None:
+def _use_key(page: Any, token: str) -> None:
+    page.get_by_label("API key").fill(token)
+    page.get_by_role("button", name="Use key").click()
+
+
+def _open_relation(page: Any, live: LiveService, scope: str = "read") -> None:
+    """Reading stored messages needs a ``read`` key (the service's default): the analyst gives one first."""
     page.goto("/")
+    _use_key(page, live.key(scope))
     page.get_by_role("tab", name="A relation over time").click()
     page.get_by_label("Relation (sender → recipient)").select_option(
         label=f"{RELATION[0]} → {RELATION[1]} (7, 2018–2025)"
@@ -159,8 +166,27 @@ def _open_relation(page: Any) -> None:
     page.locator("#timeline-result svg.chart").wait_for()
 
 
-def test_timeline_marks_the_missing_year_on_the_chart(page: Any, relation: list[dict[str, Any]]) -> None:
-    _open_relation(page)
+def test_without_a_key_the_relations_ask_for_a_read_key_and_load_once_it_is_given(
+    page: Any, live: LiveService, relation: list[dict[str, Any]]
+) -> None:
+    page.goto("/")
+    page.get_by_role("tab", name="A relation over time").click()
+    error = page.locator("#timeline-error")
+    error.wait_for()
+    refused = error.inner_text()
+
+    _use_key(page, live.key("read"))
+    option = f"{RELATION[0]} → {RELATION[1]} (7, 2018–2025)"
+    page.locator("#relation option", has_text=option).wait_for(state="attached")
+
+    assert "API key missing" in refused and "scope 'read'" in refused
+    assert error.is_hidden()
+
+
+def test_timeline_marks_the_missing_year_on_the_chart(
+    page: Any, live: LiveService, relation: list[dict[str, Any]]
+) -> None:
+    _open_relation(page, live)
 
     absence = page.locator("svg.chart g.absence.expected_occasion")
     listed = page.locator("#timeline-result .absences").inner_text()
@@ -174,8 +200,8 @@ def test_timeline_marks_the_missing_year_on_the_chart(page: Any, relation: list[
     assert page.locator("svg.chart g.point.unpublished").count() == 1
 
 
-def test_a_point_opens_its_message(page: Any, relation: list[dict[str, Any]]) -> None:
-    _open_relation(page)
+def test_a_point_opens_its_message(page: Any, live: LiveService, relation: list[dict[str, Any]]) -> None:
+    _open_relation(page, live)
     first = relation[0]
 
     page.locator(f'svg.chart g.point[data-id="{first["id"]}"]').focus()
@@ -186,10 +212,10 @@ def test_a_point_opens_its_message(page: Any, relation: list[dict[str, Any]]) ->
     assert page.evaluate("document.activeElement.id") == "message-title"
 
 
-def test_label_without_a_key_shows_the_error_then_with_the_key_it_is_saved(
+def test_label_with_a_read_key_shows_the_error_then_with_a_label_key_it_is_saved(
     page: Any, live: LiveService, relation: list[dict[str, Any]]
 ) -> None:
-    _open_relation(page)
+    _open_relation(page, live, scope="read")
     target = relation[1]
     page.locator(f'svg.chart g.point[data-id="{target["id"]}"]').click()
     page.get_by_label("Annotator").fill("analyst-7")
@@ -202,17 +228,17 @@ def test_label_without_a_key_shows_the_error_then_with_the_key_it_is_saved(
     screenshot(page, "label-without-key")
 
     token = live.key("label")
-    page.get_by_label("API key").fill(token)
-    page.get_by_role("button", name="Use key").click()
+    _use_key(page, token)
     page.get_by_role("button", name="Save label").click()
     page.locator("#label-done").wait_for()
     screenshot(page, "label-with-key")
 
-    assert "API key missing" in refused and "needs an API key with scope 'label'" in refused
+    assert "scope 'label'" in refused
     assert "Saved: analyst-7 scored message" in page.locator("#label-done").inner_text()
     assert page.evaluate("sessionStorage.getItem('diplotone.apiKey')") == token
     assert token not in page.url and page.get_by_label("API key").input_value() == ""
-    stored = httpx.get(f"{live.url}/v1/messages/{target['id']}").json()
+    headers = {"Authorization": f"Bearer {token}"}
+    stored = httpx.get(f"{live.url}/v1/messages/{target['id']}", headers=headers).json()
     assert stored["labels"][0]["annotator"] == "analyst-7" and stored["label"] == 72.5
 
 

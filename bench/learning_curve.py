@@ -78,6 +78,8 @@ def trial(pool: list[dict[str, Any]], labelled: int, evaluate: int, weight: int,
         texts, truth = [m["text"] for m in held_out], np.asarray([m["score"] for m in held_out], dtype=float)
         before = Scorer.from_pretrained(registry.path(shipped.name)).predict(texts)
         after = Scorer.from_pretrained(registry.path(str(registry.active_version()))).predict(texts)
+        candidate = outcome.get("candidate_version")  # judged on the form even when the gate refused it
+        tried = Scorer.from_pretrained(registry.path(candidate)).predict(texts) if candidate else before
     return {
         "labelled": labelled,
         "user_weight": weight,
@@ -86,8 +88,10 @@ def trial(pool: list[dict[str, Any]], labelled: int, evaluate: int, weight: int,
         "status": outcome["status"],
         "reasons": outcome.get("reasons"),
         "user_test": (outcome.get("metrics") or {}).get("user_test"),
+        "test_pairwise": ((outcome.get("metrics") or {}).get("test") or {}).get("pairwise_accuracy"),
         "before": _figures(before, truth),
         "after": _figures(after, truth),
+        "candidate": _figures(tried, truth),
     }
 
 
@@ -103,16 +107,22 @@ def report(rows: list[dict[str, Any]], evaluate: int) -> str:
     lines = [
         f"# Learning curve: banquet toasts, {evaluate} held-out messages of the form scored after each run",
         "",
-        "| labels | weight | recipe | run | status | Spearman before → after | MAE before → after |",
-        "|---|---|---|---|---|---|---|",
+        "| labels | weight | recipe | run | status | Spearman before → candidate | MAE before → candidate | bias "
+        "before → candidate | test pairs |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        b, a = r["before"], r["after"]
+        b, c = r["before"], r["candidate"]
         lines.append(
             f"| {r['labelled']} | {r['user_weight']} | {r['recipe']} | {r['run_seconds'] / 60:.1f} min | {r['status']} "
-            f"| {b['spearman']:.3f} → {a['spearman']:.3f} | {b['mae']:.1f} → {a['mae']:.1f} |"
+            f"| {b['spearman']:.3f} → {c['spearman']:.3f} | {b['mae']:.1f} → {c['mae']:.1f} "
+            f"| {b['mean_error']:+.1f} → {c['mean_error']:+.1f} | {_cell(r['test_pairwise'])} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _cell(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3f}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,7 +27,7 @@ from bench.texts import corpus_texts, messages_of
 from model.engines import ENGINES, OnnxEngine
 from model.engines.export import onnx_files
 from model.predictor import Predictor
-from service.app import CALIBRATION_TEXTS
+from model.prepare_engine import CALIBRATION_TEXTS
 
 LENGTHS = (30, 200, 600)  # words per message, model only
 SERVICE_LENGTHS = (30, 200)  # words per message, service: short ones, where batching should pay, and the usual

@@ -148,7 +148,7 @@ def read_snapshot_file(path: Path) -> tuple[list[dict[str, Any]], list[dict[str,
 
 @dataclass(frozen=True)
 class RunProgress:
-    """How far a run has got; ``phase`` is "training", then "evaluating"."""
+    """How far a run has got; ``phase`` is "training", then "evaluating", then "preparing" (the serving engine)."""
 
     phase: str
     step: int

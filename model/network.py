@@ -165,13 +165,52 @@ def _load_encoder(folder: Path, config: NetworkConfig) -> tuple[PreTrainedModel,
         encoder: PreTrainedModel = AutoModel.from_pretrained(str(encoder_folder), add_pooling_layer=False)
         tokenizer = AutoTokenizer.from_pretrained(str(encoder_folder))
     else:
-        from peft import PeftModel
-
         base_folder = BaseRef(**json.loads((folder / BASE).read_text())).resolve()
-        base_encoder = AutoModel.from_pretrained(str(base_folder), add_pooling_layer=False)
-        encoder = PeftModel.from_pretrained(base_encoder, str(folder / ADAPTER)).merge_and_unload()
+        encoder = AutoModel.from_pretrained(str(base_folder), add_pooling_layer=False)
+        if not merge_plain_lora(encoder, folder / ADAPTER):
+            from peft import PeftModel  # an adapter of another variant: peft knows how to merge it
+
+            encoder = PeftModel.from_pretrained(encoder, str(folder / ADAPTER)).merge_and_unload()
         tokenizer = AutoTokenizer.from_pretrained(str(base_folder))
     return encoder, tokenizer
+
+
+# What makes an adapter plain LoRA, the kind ``merge_plain_lora`` merges: anything else goes to peft.
+_PLAIN_LORA = {"peft_type": "LORA", "use_dora": False, "use_rslora": False, "fan_in_fan_out": False, "bias": "none"}
+_LORA_A, _LORA_B, _PEFT_PREFIX = ".lora_A.weight", ".lora_B.weight", "base_model.model."
+
+
+def merge_plain_lora(encoder: nn.Module, adapter: Path) -> bool:
+    """Add ``(lora_alpha / r) · B·A`` to each adapted weight of ``encoder``, in place, as peft's ``merge_and_unload``
+    does; False (``encoder`` untouched) if the adapter is not plain LoRA.
+
+    Importing peft costs seconds of a cold start (``diplotone score`` from the shell, a service's first load) and
+    merging needs none of it; peft stays the trainer's, and merges any adapter this does not recognise.
+    """
+    settings = json.loads((adapter / "adapter_config.json").read_text())
+    plain = all(settings.get(key, value) == value for key, value in _PLAIN_LORA.items())
+    if not plain or settings.get("rank_pattern") or settings.get("alpha_pattern") or settings.get("modules_to_save"):
+        return False
+    weights = load_file(str(adapter / "adapter_model.safetensors"))
+    modules = dict(encoder.named_modules())
+    deltas: list[tuple[nn.Linear, torch.Tensor]] = []
+    for key, down in weights.items():
+        if not key.startswith(_PEFT_PREFIX) or not key.endswith((_LORA_A, _LORA_B)):
+            return False  # a weight this merge does not know: leave it all to peft
+        if key.endswith(_LORA_B):
+            continue
+        target = modules.get(key.removeprefix(_PEFT_PREFIX).removesuffix(_LORA_A))
+        up = weights.get(key.removesuffix(_LORA_A) + _LORA_B)
+        if not isinstance(target, nn.Linear) or up is None:
+            return False
+        deltas.append((target, up @ down))
+    if len(deltas) * 2 != len(weights):
+        return False  # a lora_B without its lora_A
+    scale = settings["lora_alpha"] / settings["r"]
+    with torch.no_grad():
+        for linear, delta in deltas:
+            linear.weight += delta * scale
+    return True
 
 
 def load_network_for_training(folder: Path) -> tuple[EffusivenessNet, PreTrainedTokenizerBase, NetworkConfig]:

@@ -1,6 +1,8 @@
 """Prepare a version's ONNX engine in a process of its own: export, calibrate, quantize, check parity, cache.
 
-A long-lived server calls ``prepare_in_child`` before it loads a version with an ONNX engine. The preparation holds
+A training run started by the service prepares its candidate before the run ends (``prepare``, given the service's
+``engine_request``), so activating the candidate only opens cached files; the service prepares any other version in a
+child (``prepare_in_child``) while it serves that version on torch (``service.model_slot``). The preparation holds
 the torch model, the exporter's graphs, the calibration and parity sessions at once (about a gigabyte for MiniLM, on
 top of the version already serving during a reload); in a child that memory goes back to the system when it exits,
 where in the server it would stay in the heap. The server's own load then finds the files and the parity verdict
@@ -19,9 +21,45 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+from model.contract import split_texts
 
 log = logging.getLogger("diplotone.engines")
 PREPARE_TIMEOUT_S = 900  # an export takes ~15 s for MiniLM on 2 cores; this only catches a hung child
+CALIBRATION_TEXTS = 64  # train-split messages whose activations set the int8 smoothing scales
+
+
+def engine_request(engine: str, threads: int | None, corpus_dir: Path) -> dict[str, Any] | None:
+    """What preparing ``engine`` takes: the corpus test split for its parity check, train-split texts for the int8
+    calibration (``None`` for torch, which needs nothing). The service and the training runs it starts build it here,
+    so a run's preparation is the one the service would find cached."""
+    if engine == "torch":
+        return None
+    texts = split_texts(corpus_dir, ("train", "test"))
+    if not texts["test"]:
+        log.warning("engine %s will serve without a parity check: no test-split texts in %s", engine, corpus_dir)
+    return {
+        "engine": engine,
+        "threads": threads,
+        "parity_texts": texts["test"],
+        "calibration_texts": texts["train"][:CALIBRATION_TEXTS],
+    }
+
+
+def prepare(folder: Path, request: dict[str, Any]) -> dict[str, Any]:
+    """Export, calibrate, quantize and check ``request``'s engine for the version in ``folder``, in this process;
+    everything is cached beside the version. Returns the engine report (which engine passed parity, the gaps)."""
+    from model.predictor import Predictor
+
+    predictor = Predictor.from_pretrained(
+        folder,
+        engine=request["engine"],
+        threads=request["threads"],
+        parity_texts=request["parity_texts"],
+        calibration_texts=request["calibration_texts"],
+    )
+    return predictor.engine_report
 
 
 def is_prepared(folder: Path, engine: str, parity_texts: Sequence[str]) -> bool:
@@ -73,21 +111,12 @@ def prepare_in_child(
 
 
 def main(argv: Sequence[str]) -> int:
-    from model.predictor import Predictor
-
     if len(argv) != 1:
         print("usage: python -m model.prepare_engine REQUEST.json", file=sys.stderr)
         return 2
     request = json.loads(Path(argv[0]).read_text())
     os.nice(request.get("niceness", 0))  # the server's model threads run at this priority; so does their preparation
-    predictor = Predictor.from_pretrained(
-        request["folder"],
-        engine=request["engine"],
-        threads=request["threads"],
-        parity_texts=request["parity_texts"],
-        calibration_texts=request["calibration_texts"],
-    )
-    print(json.dumps(predictor.engine_report))
+    print(json.dumps(prepare(Path(request["folder"]), request)))
     return 0
 
 

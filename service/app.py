@@ -25,7 +25,6 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontext
 from functools import partial
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
 
 import anyio
 import torch
@@ -34,15 +33,15 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from model import Registry, Scorer, UnknownVersion
-from model.contract import CORPUS_DIR, split_texts
-from model.prepare_engine import prepare_in_child
+from model.contract import CORPUS_DIR
+from model.prepare_engine import engine_request, is_prepared, prepare_in_child
 from service.batching import Batcher
 from service.body_guard import BodyGuard
 from service.errors import install_error_handlers
 from service.jobs import TrainingJobs, TrainingPlan
 from service.keys import KeyVerifier
 from service.metrics import Metrics, MetricsMiddleware
-from service.model_slot import ModelSlot, ModelSwitch
+from service.model_slot import EnginePreparation, ModelSlot, ModelSwitch
 from service.openapi import openapi_schema
 from service.process import MODEL_NICENESS, cap_heap_arenas, lower_priority, release_freed_memory, thread_ids
 from service.routes import ROUTERS
@@ -74,7 +73,8 @@ async def serve_model(app: FastAPI) -> AsyncIterator[None]:
     torch.set_num_threads(settings.model_threads)
     registry = Registry(settings.models_dir)
     slot = ModelSlot()
-    switch = ModelSwitch(registry, slot, model_loader(settings))  # every later version loads the same way
+    load, engine = model_loader(settings)
+    switch = ModelSwitch(registry, slot, load, engine)  # every later version loads the same way
     # Loading and probing are blocking model work: keep them off the event loop like every other model call.
     await to_thread.run_sync(_serve_active, registry, switch)
     batcher = Batcher(
@@ -185,31 +185,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-def model_loader(settings: Settings) -> Callable[[Path], Scorer]:
-    """``Scorer.from_pretrained`` with the configured engine and threads; an ONNX engine is checked for parity
-    against torch on the corpus test split, and int8 calibrated on train-split texts (the corpus is read as a file:
-    the service never imports ``training``)."""
-    if settings.engine == "torch":
-        load = partial(Scorer.from_pretrained, engine="torch")
-        prepare: Callable[[Path], bool] | None = None
-    else:
-        texts = split_texts(settings.corpus_dir or CORPUS_DIR, ("train", "test"))
-        if not texts["test"]:
-            log.warning("engine %s will serve without a parity check: no test-split texts found", settings.engine)
-        onnx: dict[str, Any] = {
-            "engine": settings.engine,
-            "threads": settings.model_threads,
-            "parity_texts": texts["test"],
-            "calibration_texts": texts["train"][:CALIBRATION_TEXTS],
-        }
-        load = partial(Scorer.from_pretrained, **onnx)
-        prepare = partial(prepare_in_child, **onnx, niceness=MODEL_NICENESS)
+def model_loader(settings: Settings) -> tuple[Callable[[Path], Scorer], EnginePreparation | None]:
+    """How the switch opens a version: ``Scorer.from_pretrained`` with the configured engine and threads, and for an
+    ONNX engine how it is prepared. That engine is checked for parity against torch on the corpus test split, and int8
+    calibrated on train-split texts (the corpus is read as a file: the service never imports ``training``)."""
+    onnx = engine_request(settings.engine, settings.model_threads, settings.corpus_dir or CORPUS_DIR)
+    if onnx is None:
+        return _tidy(partial(Scorer.from_pretrained, engine="torch")), None
+    preparation = EnginePreparation(
+        prepared=partial(is_prepared, engine=settings.engine, parity_texts=onnx["parity_texts"]),
+        # export and parity in a child: its memory (about a gigabyte for MiniLM) goes back to the system when it exits
+        prepare=partial(prepare_in_child, **onnx, niceness=MODEL_NICENESS),
+        reference=_tidy(partial(Scorer.from_pretrained, engine="torch")),
+    )
+    return _tidy(partial(Scorer.from_pretrained, **onnx)), preparation
+
+
+def _tidy(load: Callable[[Path], Scorer]) -> Callable[[Path], Scorer]:
+    """``load``, with the engine's new threads at the model's lower priority and the heap given back afterwards."""
 
     def load_and_tidy(folder: Path) -> Scorer:
-        if prepare is not None:
-            prepare(folder)  # export and parity in a child (unless cached): its memory goes back to the system
         before = thread_ids()
-        scorer = load(folder)  # finds the ONNX files and the parity verdict cached
+        scorer = load(folder)
         lower_priority(thread_ids() - before)  # the engine's thread pool: model work yields to the event loop
         release_freed_memory()  # what the previous version left behind
         return scorer
@@ -217,7 +214,6 @@ def model_loader(settings: Settings) -> Callable[[Path], Scorer]:
     return load_and_tidy
 
 
-CALIBRATION_TEXTS = 64  # train-split messages whose activations set the int8 smoothing scales
 HEAP_ARENAS = 2  # one per model thread is enough; more only holds freed memory per thread (see service.process)
 
 

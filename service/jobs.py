@@ -5,7 +5,9 @@ thread count (``TrainingPlan``), and returns at once (the API answers 202). A wa
 progress into the run's row and, when the process ends, reads its outcome (shapes and file names: ``model.contract``):
 
 - passed the gate: the service serves the candidate through ``ModelSwitch`` (load, probe, activate, swap), so
-  requests never see a gap; the run is "promoted". A candidate that cannot be served fails the run, and nothing moves;
+  requests never see a gap; the run is "promoted". With an ONNX engine configured the trainer has already prepared
+  the candidate's engine (export, int8 calibration, parity; ``--prepare-engine``, phase "preparing"), so the swap
+  only opens cached files. A candidate that cannot be served fails the run, and nothing moves;
 - rejected: the gate's reasons are recorded, nothing changes;
 - anything else (an error, a crash, a kill): the run is failed. The trainer never touches the ``active`` pointer, so
   there is nothing to undo.
@@ -32,6 +34,7 @@ Decisions worth knowing:
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -60,7 +63,9 @@ from model.contract import (
     missing_corpus_files,
     read_outcome,
     read_progress,
+    write_atomically,
 )
+from model.prepare_engine import engine_request
 from service.errors import RetrainingUnavailable, RunInProgress
 from service.model_slot import ModelSwitch
 from service.replica import gone_from_this_host, on_this_host, replica_id
@@ -89,6 +94,8 @@ class TrainingPlan:
     warm_start: bool = False
     replay: int = 400
     user_weight: int = 1
+    engine: str = "torch"  # the serving engine: a run prepares its candidate's (model.prepare_engine) before it ends
+    engine_threads: int | None = None
     command: tuple[str, ...] = (sys.executable, "-m", "training")
 
     @classmethod
@@ -104,6 +111,8 @@ class TrainingPlan:
             warm_start=settings.training_warm_start,
             replay=settings.training_replay,
             user_weight=settings.training_user_weight,
+            engine=settings.engine,
+            engine_threads=settings.model_threads,
         )
 
     def paths(self, run_id: int) -> RunPaths:
@@ -113,6 +122,7 @@ class TrainingPlan:
             folder / PROGRESS_FILE,
             folder / OUTCOME_FILE,
             folder / "train.log",
+            folder / "engine-request.json",
         )
 
     def argv(self, paths: RunPaths) -> list[str]:
@@ -133,6 +143,8 @@ class TrainingPlan:
         ]
         if self.warm_start:
             argv += ["--warm-start", "active", "--replay", str(self.replay)]
+        if self.engine != "torch":
+            argv += ["--prepare-engine", str(paths.engine_request)]
         for flag, value in (("--base", self.base_model), ("--epochs", self.epochs), ("--max-steps", self.max_steps)):
             if value is not None:
                 argv += [flag, str(value)]
@@ -157,6 +169,7 @@ class RunPaths:
     progress: Path
     outcome: Path
     log: Path
+    engine_request: Path  # what preparing the serving engine takes, for the candidate (model.prepare_engine)
 
 
 @dataclass
@@ -304,6 +317,9 @@ class TrainingJobs:
 
     def _spawn(self, paths: RunPaths) -> subprocess.Popen[bytes]:
         paths.log.parent.mkdir(parents=True, exist_ok=True)
+        request = engine_request(self.plan.engine, self.plan.engine_threads, self.plan.corpus_dir)
+        if request is not None:
+            write_atomically(paths.engine_request, json.dumps(request).encode())
         with paths.log.open("wb") as log_file:  # the child keeps its own handle
             return subprocess.Popen(
                 self.plan.argv(paths),

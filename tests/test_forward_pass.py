@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -9,8 +12,9 @@ import torch
 from model.encoding import collate_windows
 from model.engines.export import _head_logits
 from model.engines.runtime import TorchEngine
+from model.network import ADAPTER, merge_plain_lora
 from model.scorer import Scorer
-from tests.factories import COLD_SENTENCES, WARM_SENTENCES
+from tests.factories import COLD_SENTENCES, WARM_SENTENCES, make_tiny_version
 
 TEXTS = [" ".join(WARM_SENTENCES * 2), " ".join(COLD_SENTENCES), "Happy new year.", " ".join(WARM_SENTENCES[:2])]
 
@@ -39,3 +43,37 @@ def test_export_calibration_logits_are_the_predictors(tiny_scorer: Scorer) -> No
         [logit] = _head_logits(TorchEngine(predictor.net), predictor.net, [batch])
         score = float(tiny_scorer.predict([text])[0])
         assert 100 / (1 + np.exp(-logit)) == pytest.approx(score, abs=1e-9)
+
+
+def test_a_plain_lora_adapter_merges_without_peft_exactly_as_peft_merges_it(tiny_base: Path, tmp_path: Path) -> None:
+    from peft import PeftModel
+    from transformers import AutoModel
+
+    version = make_tiny_version(tiny_base, tmp_path / "tiny-adapted", version="tiny-adapted", adapter_std=0.2)
+    ours = AutoModel.from_pretrained(str(tiny_base), add_pooling_layer=False)
+    merged = merge_plain_lora(ours, version / ADAPTER)
+    theirs = PeftModel.from_pretrained(
+        AutoModel.from_pretrained(str(tiny_base), add_pooling_layer=False), str(version / ADAPTER)
+    ).merge_and_unload()
+    base = AutoModel.from_pretrained(str(tiny_base), add_pooling_layer=False).state_dict()
+
+    assert merged
+    assert ours.state_dict().keys() == theirs.state_dict().keys()
+    reference = theirs.state_dict()
+    gaps = [float((weight - reference[name]).abs().max()) for name, weight in ours.state_dict().items()]
+    assert max(gaps) <= 1e-6
+    changed = [name for name, weight in ours.state_dict().items() if not torch.equal(weight, base[name])]
+    assert changed and all(".query." in name or ".value." in name for name in changed)
+
+
+def test_an_adapter_that_is_not_plain_lora_is_left_to_peft(tiny_base: Path, tmp_path: Path) -> None:
+    from transformers import AutoModel
+
+    version = make_tiny_version(tiny_base, tmp_path / "tiny-dora", version="tiny-dora", adapter_std=0.2)
+    config_file = version / ADAPTER / "adapter_config.json"
+    config_file.write_text(json.dumps(json.loads(config_file.read_text()) | {"use_dora": True}))
+    encoder = AutoModel.from_pretrained(str(tiny_base), add_pooling_layer=False)
+    before = {name: weight.clone() for name, weight in encoder.state_dict().items()}
+
+    assert merge_plain_lora(encoder, version / ADAPTER) is False
+    assert all(torch.equal(weight, before[name]) for name, weight in encoder.state_dict().items())

@@ -202,6 +202,7 @@ def test_startup_with_a_corrupt_model_fails_loudly(make_settings: Callable[..., 
 
 def test_info_names_the_onnx_engine_and_its_parity(make_client: Callable[..., TestClient]) -> None:
     client = make_client(engine="onnx-fp32")
+    assert app_of(client).state.model_switch.wait_for_engine(600)  # first start: torch until the child has prepared it
 
     body = client.get("/v1/info").json()
 

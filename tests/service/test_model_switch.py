@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from model import Registry, Scorer, ScoreResult, UnknownVersion
-from service.model_slot import ModelSlot, ModelSwitch
+from service.model_slot import EnginePreparation, ModelSlot, ModelSwitch
 from tests.factories import make_tiny_version
 
 
@@ -25,6 +27,39 @@ class _ScoresOutOfRange:
 
     def score(self, texts: Sequence[str], **kwargs: Any) -> list[ScoreResult]:
         return [replace(result, score=140.0) for result in self.scorer.score(texts)]
+
+
+class _OnOnnx:
+    """A scorer as the configured ONNX engine opens it (the engine's name and report), scoring with the tiny model."""
+
+    def __init__(self, scorer: Scorer) -> None:
+        self.scorer = scorer
+        self.engine = SimpleNamespace(name="onnx-fp32")
+        self.engine_report = {"engine": "onnx-fp32", "requested": "onnx-fp32", "from_cache": True}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.scorer, name)
+
+
+@dataclass
+class _Preparation:
+    """Engine preparation that records what it prepared, and holds each preparation until ``release`` is set."""
+
+    works: bool = True
+    release: threading.Event = field(default_factory=threading.Event)
+    done: list[str] = field(default_factory=list)
+
+    def prepare(self, folder: Path) -> bool:
+        assert self.release.wait(30), "the test never released the preparation"
+        if self.works:
+            self.done.append(folder.name)
+        return self.works
+
+    def switch(self, registry: Registry, slot: ModelSlot) -> ModelSwitch:
+        preparation = EnginePreparation(
+            prepared=lambda folder: folder.name in self.done, prepare=self.prepare, reference=Scorer.from_pretrained
+        )
+        return ModelSwitch(registry, slot, load=lambda f: _OnOnnx(Scorer.from_pretrained(f)), engine=preparation)  # type: ignore[arg-type,return-value]
 
 
 @pytest.fixture(scope="module")
@@ -108,3 +143,50 @@ def test_follow_pointer_to_a_version_that_fails_its_probe_keeps_serving_and_trie
 def _load(folder: Path, failing: str) -> Scorer:
     scorer = Scorer.from_pretrained(folder)
     return _ScoresOutOfRange(scorer) if folder.name == failing else scorer  # type: ignore[return-value]
+
+
+# ------------------------------------------------------------------------------- engines prepared, or not yet
+
+
+def test_an_unprepared_version_serves_on_torch_at_once_and_its_engine_comes_in_when_prepared(
+    registry: Registry,
+) -> None:
+    slot, preparation = ModelSlot(), _Preparation()
+    switch = preparation.switch(registry, slot)
+
+    switch.serve_active()
+    at_first = (slot.current().engine.name, slot.probe.model_version)
+    still_preparing = not switch.wait_for_engine(0.05)
+    preparation.release.set()
+    prepared = switch.wait_for_engine(30)
+
+    assert at_first == ("torch", "tiny-0001")
+    assert still_preparing and prepared
+    assert (slot.current().engine.name, slot.current().version) == ("onnx-fp32", "tiny-0001")
+    assert preparation.done == ["tiny-0001"]
+
+
+def test_a_version_prepared_beforehand_is_activated_on_its_engine_without_preparing_again(registry: Registry) -> None:
+    slot, preparation = ModelSlot(), _Preparation()
+    preparation.release.set()
+    switch = preparation.switch(registry, slot)
+    switch.serve_active()
+    assert switch.wait_for_engine(30)
+
+    assert switch.prepare("tiny-0002")  # what a training run does for its candidate before it ends
+    switch.activate("tiny-0002")
+
+    assert (slot.current().engine.name, slot.current().version) == ("onnx-fp32", "tiny-0002")
+    assert preparation.done == ["tiny-0001", "tiny-0002"]  # each prepared once
+    assert switch.wait_for_engine(0)  # nothing is being prepared
+
+
+def test_an_engine_that_cannot_be_prepared_leaves_the_version_serving_on_torch(registry: Registry) -> None:
+    slot, preparation = ModelSlot(), _Preparation(works=False)
+    preparation.release.set()
+    switch = preparation.switch(registry, slot)
+
+    switch.serve_active()
+
+    assert switch.wait_for_engine(30)
+    assert (slot.current().engine.name, slot.current().version) == ("torch", "tiny-0001")

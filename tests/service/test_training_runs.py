@@ -203,6 +203,26 @@ def test_training_run_promotes_a_candidate_that_passes_the_gate(
     assert snapshot.parent == data_dir.resolve() / "snapshots"
 
 
+def test_a_promoted_candidate_has_its_engine_prepared_by_the_run_and_is_served_on_it_at_once(
+    trainer_client: Callable[..., TestClient], data_dir: Path
+) -> None:
+    client = trainer_client(engine="onnx-fp32")
+    switch = app_of(client).state.model_switch
+    assert switch.wait_for_engine(600)  # the first start's preparation of tiny-weak, in the background
+    _label_two_messages(client)
+
+    run = _run_to_the_end(client, bearer(issue_key(client, "admin")))
+    info = client.get("/v1/info").json()
+    log = Path(data_dir / "runs" / str(run["id"]) / "train.log").read_text()
+
+    assert run["status"] == "promoted", run
+    assert run["progress"]["phase"] == "preparing"
+    assert f"engine prepared for {run['candidate_version']}" in log
+    assert (info["model_version"], info["engine"]) == (run["candidate_version"], "onnx-fp32")
+    assert info["engine_report"]["from_cache"] is True  # the service only read the verdict the run cached
+    assert switch.wait_for_engine(0)  # and had nothing to prepare itself
+
+
 def test_training_run_rejected_by_the_gate_keeps_the_serving_model(
     trainer_client: Callable[..., TestClient], data_dir: Path
 ) -> None:

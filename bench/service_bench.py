@@ -14,6 +14,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -144,12 +145,16 @@ def run_reload(
     plan: ServicePlan, version: Path, messages: list[str], corpus: Path, work: Path, threads: int
 ) -> dict[str, Any]:
     """Activate ``plan.reload_repeats`` new versions, one after another, through the API of a running service while
-    ``plan.reload_clients`` clients score: how long each activation took and what failed meanwhile.
+    ``plan.reload_clients`` clients score: how long each activation took, how long until it served on its engine, and
+    what failed meanwhile.
 
-    Each new version is a copy of ``version`` under another name, never served before, so each activation does
-    whatever a new version needs (no ONNX cache of its own).
+    Each new version is a copy of ``version`` under another name, never served before. Every other one is prepared
+    first, as a training run prepares its candidate before it ends (``model.prepare_engine``, timed on its own); the
+    others come as a version installed by hand would, unprepared: served on torch at once, their engine prepared in the
+    background and swapped in.
     """
     seconds = [second_version(version, work / "versions", suffix) for suffix in "bcdefgh"[: plan.reload_repeats]]
+    prepared = {other.name: _prepare(other, corpus, threads) for other in seconds[::2]}
     data = data_dir(work / "data-reload", version, extra=seconds)
     key = admin_key(data)
     with phase("reload: start the service"):
@@ -157,11 +162,13 @@ def run_reload(
     repeats = []
     try:
         for index, other in enumerate(seconds):
-            row = _reload(plan, server, messages, key, other.name)
+            row = _reload(plan, server, messages, key, other.name) | {"prepared_s": prepared.get(other.name)}
             repeats.append(row)
             say(
-                f"reload {index + 1}/{len(seconds)} · activate {other.name} under {plan.reload_clients} clients: "
+                f"reload {index + 1}/{len(seconds)} · activate {other.name} "
+                f"({'prepared' if other.name in prepared else 'not prepared'}) under {plan.reload_clients} clients: "
                 f"{row['activation'].get('status')} in {row['activation'].get('seconds', float('nan')):.1f} s, "
+                f"on {SCORE_ENGINE} after {row['engine_s']} s, "
                 f"{row['requests']} requests, {row['failed'] + row['rejected_429']} failed"
             )
     finally:
@@ -169,9 +176,26 @@ def run_reload(
     return {"clients": plan.reload_clients, "repeats": repeats, "rss": server.memory()}
 
 
+def _prepare(version: Path, corpus: Path, threads: int) -> float:
+    """Prepare ``version``'s engine in a child, as a training run does for its candidate; the seconds it took."""
+    from model.prepare_engine import engine_request
+
+    request = {**(engine_request(SCORE_ENGINE, threads, corpus) or {}), "folder": str(version)}
+    with phase(f"reload: prepare {version.name}'s engine, as a training run would"):
+        started = time.perf_counter()
+        with tempfile.NamedTemporaryFile("w", suffix=".json") as file:
+            json.dump(request, file)
+            file.flush()
+            subprocess.run(
+                [sys.executable, "-m", "model.prepare_engine", file.name], cwd=ROOT, check=True, capture_output=True
+            )
+        return round(time.perf_counter() - started, 1)
+
+
 def run_start(plan: ServicePlan, version: Path, message: str, corpus: Path, work: Path, threads: int) -> dict[str, Any]:
-    """Process start → first ``GET /readyz`` 200: the first start of a fresh data directory, then restarts on it
-    (its ONNX cache and parity verdict now present), the naive baseline's start; and the wall time of a one-shot
+    """Process start → first ``GET /readyz`` 200: the first start of a fresh data directory (ready on torch; then
+    how long until it serves on its engine, prepared in the background), then restarts on it (its ONNX cache and
+    parity verdict now present), the naive baseline's start; and the wall time of a one-shot
     ``diplotone score "<message>"`` in a fresh process on that data directory."""
     data = data_dir(work / "data-start", version)
     results: dict[str, Any] = {}
@@ -179,9 +203,14 @@ def run_start(plan: ServicePlan, version: Path, message: str, corpus: Path, work
         results[key] = []
         for index in range(count):
             server = _service(data, corpus, threads, work, f"service-{key}-{index}")
-            server.stop()
+            try:
+                if key == "first_start_s":
+                    results["first_on_engine_s"] = round(server.ready_s + _until_on_engine(server), 1)
+            finally:
+                server.stop()
             results[key].append(server.ready_s)
             say(f"start · {label} {index + 1}/{count}: ready in {server.ready_s:.1f} s")
+    say(f"start · the first start served on {SCORE_ENGINE} after {results['first_on_engine_s']:.1f} s")
     naive = _naive(version, threads, work)
     naive.stop()
     results["naive_s"] = naive.ready_s
@@ -193,6 +222,18 @@ def run_start(plan: ServicePlan, version: Path, message: str, corpus: Path, work
         results["cli_s"].append(_wall_time(command, threads))
         say(f"start · cold `diplotone score` {index + 1}/{plan.cli_repeats}: {results['cli_s'][-1]:.1f} s")
     return results
+
+
+def _until_on_engine(server: Server, limit_s: float = 900.0) -> float:
+    """Seconds until ``server`` serves on the bench's engine (``/v1/info``); an error past ``limit_s``."""
+    import httpx
+
+    started = time.perf_counter()
+    while time.perf_counter() - started < limit_s:
+        if httpx.get(f"{server.url}/v1/info", timeout=30).json().get("engine") == SCORE_ENGINE:
+            return time.perf_counter() - started
+        time.sleep(0.5)
+    raise RuntimeError(f"the service did not serve on {SCORE_ENGINE} within {limit_s:.0f} s of being ready")
 
 
 def _wall_time(command: list[str], threads: int) -> float:
@@ -369,6 +410,7 @@ async def _reload_async(
 
     answered: list[float] = []
     activation: dict[str, Any] = {}
+    on_engine: list[float] = []
 
     async def activate() -> None:
         await asyncio.sleep(min(2.0, plan.reload_tail_s))  # let the load settle first
@@ -376,14 +418,23 @@ async def _reload_async(
         try:
             async with httpx.AsyncClient(base_url=server.url, timeout=plan.reload_limit_s) as http:
                 response = await http.post(f"/v1/models/{version}/activate", headers={"X-API-Key": key})
-            activation.update(status=response.status_code, body=response.json())
+                activation.update(status=response.status_code, body=response.json())
+                answered.append(time.perf_counter())
+                activation["seconds"] = answered[0] - started
+                while time.perf_counter() - started < plan.reload_limit_s:  # until it serves on the engine asked for
+                    info = (await http.get("/v1/info")).json()
+                    if info.get("model_version") == version and info.get("engine") == SCORE_ENGINE:
+                        on_engine.append(time.perf_counter() - started)
+                        return
+                    await asyncio.sleep(0.5)
         except (httpx.HTTPError, ValueError) as error:  # no answer, or not JSON: recorded, and the load stops
             activation.update(status=0, body=repr(error))
-        activation["seconds"] = time.perf_counter() - started
-        answered.append(time.perf_counter())
+            activation.setdefault("seconds", time.perf_counter() - started)
+            answered.append(time.perf_counter())
 
     def over() -> bool:
-        return bool(answered) and time.perf_counter() > answered[0] + plan.reload_tail_s
+        ended = bool(on_engine) or activation.get("status") not in (None, 200)
+        return ended and bool(answered) and time.perf_counter() > answered[0] + plan.reload_tail_s
 
     target = Target(server.url, "/v1/score", messages)
     load, _ = await asyncio.gather(
@@ -394,6 +445,7 @@ async def _reload_async(
         "clients": plan.reload_clients,
         "version": version,
         "activation": activation,
+        "engine_s": round(on_engine[0], 1) if on_engine else None,
         **load.summary(),
         "served_versions": dict(served),
     }

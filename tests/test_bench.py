@@ -150,6 +150,9 @@ def test_quick_run_reload_under_load_fails_no_request(quick_run: tuple[dict[str,
         assert reload["failed"] == 0
         assert reload["rejected_429"] == 0
         assert reload["version"] in reload["served_versions"]  # the new version answered while the load went on
+        assert reload["engine_s"] is not None  # and came to serve on the engine asked for
+    prepared = [reload["prepared_s"] is not None for reload in quick_run[0]["reload"]["repeats"]]
+    assert prepared == [True, False]  # one as a training run's candidate, one installed by hand
 
 
 def test_quick_run_markdown_shows_each_target(quick_run: tuple[dict[str, Any], str, str]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -40,7 +41,10 @@ def to_bytes(figure: Figure, fmt: Format) -> bytes:
     """The figure as PNG (150 dpi) or SVG bytes."""
     buffer = io.BytesIO()
     metadata = {"Date": None} if fmt == "svg" else {}
-    with matplotlib.rc_context({"svg.hashsalt": "diplotone", "svg.fonttype": "none"}):
+    with matplotlib.rc_context({"svg.hashsalt": "diplotone", "svg.fonttype": "none"}), warnings.catch_warnings():
+        # A name in a script the bundled font lacks is drawn with empty boxes (in SVG the viewer's fonts draw it):
+        # a chart to show, not a reason to refuse the request.
+        warnings.filterwarnings("ignore", message=r"Glyph \d+ .* missing from font", category=UserWarning)
         figure.savefig(buffer, format=fmt, dpi=150, metadata=metadata, bbox_inches="tight")
     return buffer.getvalue()
 
@@ -98,6 +102,13 @@ def _bands(axes: Axes, *, vertical: bool = False) -> None:
                 fontsize=8,
                 color=MUTED,
             )
+
+
+NAME_CHARS = 60  # a longer name is cut in a chart's title: past the figure's width it collapses the plot to nothing
+
+
+def _shortened(name: str) -> str:
+    return name if len(name) <= NAME_CHARS else name[: NAME_CHARS - 1] + "…"
 
 
 def timeline_figure(timeline: TimelineResponse) -> Figure:
@@ -161,7 +172,7 @@ def timeline_figure(timeline: TimelineResponse) -> Figure:
     if scored or unpublished or timeline.absences:
         axes.xaxis_date()
         axes.xaxis.set_major_formatter(mdates.ConciseDateFormatter(axes.xaxis.get_major_locator()))  # type: ignore[no-untyped-call]
-    title = f"{timeline.sender} → {timeline.recipient}"
+    title = f"{_shortened(timeline.sender)} → {_shortened(timeline.recipient)}"
     absences = len(timeline.absences)
     counts = f"{len(scored)} scored, {len(unpublished)} unpublished, {absences} absence{'' if absences == 1 else 's'}"
     if undated:

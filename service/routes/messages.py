@@ -68,7 +68,15 @@ class MessageCreate(BaseModel):
                     "date": "2026-06-12",
                     "occasion": "Russia Day",
                 }
-            ]
+            ],
+            # What _unpublished_is_placed enforces, said in the schema: a text, or else sender, recipient and date.
+            "anyOf": [
+                {"required": ["text"], "properties": {"text": {"type": "string"}}},
+                {
+                    "required": ["sender", "recipient", "date"],
+                    "properties": {name: {"type": "string"} for name in ("sender", "recipient", "date")},
+                },
+            ],
         },
     )
 

@@ -93,6 +93,7 @@ def test_info_returns_version_test_metrics_limits_and_bands(make_client: Callabl
         "max_body_bytes": 8 * 1024 * 1024,
         "batch_tokens": 2048,
         "queue_size": 256,
+        "max_queue_wait_s": 2.0,
         "request_timeout_s": 30.0,
         "window_tokens": 24,
     }

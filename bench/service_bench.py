@@ -236,6 +236,11 @@ def data_dir(folder: Path, version: Path, extra: Sequence[Path] = (), cache_from
 
 def admin_key(data: Path) -> str:
     """An admin API key in ``data``'s database, made with the CLI as an operator would."""
+    return api_key(data, "admin")
+
+
+def api_key(data: Path, scope: str, name: str = "bench") -> str:
+    """An API key of ``scope`` in ``data``'s database, made with the CLI as an operator would."""
     done = subprocess.run(
         [
             sys.executable,
@@ -244,9 +249,9 @@ def admin_key(data: Path) -> str:
             "keys",
             "create",
             "--scope",
-            "admin",
+            scope,
             "--name",
-            "bench",
+            name,
             "--data-dir",
             str(data),
         ],

@@ -65,7 +65,7 @@ def test_quick_run_writes_every_section(quick_run: tuple[dict[str, Any], str, st
     assert set(service["rss"]) == {"service_batcher_on", "service_batcher_off", "naive"}
     assert len(results["start"]["first_start_s"]) == 1
     assert len(results["start"]["cli_s"]) == 1
-    assert len(results["targets"]) == 13
+    assert len(results["targets"]) == 14
 
 
 def test_quick_run_shows_progress_on_stderr(quick_run: tuple[dict[str, Any], str, str]) -> None:

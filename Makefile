@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 
-.PHONY: setup run test test-all check lint types train evaluate bench bench-archive clean audit postgres fuzz
+.PHONY: setup run test test-all check lint types train evaluate bench bench-archive clean audit postgres fuzz soak
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,9 @@ audit:  ## known vulnerabilities of every installed package (pip-audit); fails i
 AUDIT_STRICT ?= --strict
 
 AUDIT_IGNORED :=  # vulnerability ids judged not to apply, each with its reason in RELIABILITY.md
+
+soak:  ## 5 minutes of scoring, writes and reads at 80% of the highest rate: 0 errors, RSS growth < 10% (bench/results/soak.*)
+	$(BIN)/python -m bench.soak $(ARGS)
 
 postgres:  ## start a local PostgreSQL for the tests under var/postgres and print the variable to export
 	@echo "export DIPLOTONE_TEST_POSTGRES_URL=$$($(BIN)/python -m tests.postgres start $(CURDIR)/var/postgres)"

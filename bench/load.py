@@ -47,13 +47,13 @@ class Outcome:
             "failed": len(self.requests) - len(ok) - statuses.get("429", 0),
             "client_dropped": self.client_dropped,
             "ok_per_s": len(ok) / elapsed if elapsed > 0 else 0.0,
-            "p50_ms": 1000 * _percentile(ok, 50) if ok else None,
-            "p99_ms": 1000 * _percentile(ok, 99) if ok else None,
+            "p50_ms": 1000 * percentile(ok, 50) if ok else None,
+            "p99_ms": 1000 * percentile(ok, 99) if ok else None,
             "max_ms": 1000 * ok[-1] if ok else None,
         }
 
 
-def _percentile(ordered: list[float], q: float) -> float:
+def percentile(ordered: list[float], q: float) -> float:
     """Nearest-rank percentile of an ascending list: the smallest value with at least q% of values at or below it."""
     rank = max(1, min(len(ordered), math.ceil(q / 100 * len(ordered))))
     return ordered[rank - 1]
@@ -118,7 +118,7 @@ async def open_loop(target: Target, rate: float, seconds: float, max_in_flight: 
 
     Arrivals beyond ``max_in_flight`` requests still unanswered are counted as ``client_dropped``, not sent.
     """
-    arrivals = _poisson_schedule(rate, seconds, random.Random(seed))
+    arrivals = poisson_schedule(rate, seconds, random.Random(seed))
     outcome = Outcome(started=time.perf_counter())
     in_flight: set[asyncio.Task[None]] = set()
     async with _client(target, max_in_flight) as http:
@@ -137,7 +137,7 @@ async def open_loop(target: Target, rate: float, seconds: float, max_in_flight: 
     return outcome
 
 
-def _poisson_schedule(rate: float, seconds: float, rng: random.Random) -> list[float]:
+def poisson_schedule(rate: float, seconds: float, rng: random.Random) -> list[float]:
     """Arrival offsets (seconds from start) of a Poisson process of ``rate`` per second, over ``seconds``."""
     offsets: list[float] = []
     moment = 0.0

@@ -1,5 +1,6 @@
 """The service side, in three sections: ``service`` (throughput against the naive baseline and with batching off,
-latency alone and under open-loop load, 2× overload and recovery, resident memory), ``reload`` (activating new
+latency alone and under open-loop load, 2× overload (the accepted requests' p50 and p99, the share refused with 429)
+and recovery, resident memory), ``reload`` (activating new
 versions under load) and ``start`` (first start, restart, the naive baseline's start, a one-shot CLI score).
 
 Only one server at a time is ever under load; the others wait idle.
@@ -105,11 +106,16 @@ def _naive(version: Path, threads: int, work: Path) -> Server:
 
 
 def _served_engine(server: Server) -> dict[str, Any]:
-    """The engine the service chose (it falls back by itself where parity refuses int8), from its /v1/info."""
+    """The engine the service chose (it falls back by itself where parity refuses int8) and its limits, from its
+    /v1/info."""
     import httpx
 
     info = httpx.get(f"{server.url}/v1/info", timeout=30).json()
-    return {"engine_served": info.get("engine"), "engine_report": info.get("engine_report")}
+    return {
+        "engine_served": info.get("engine"),
+        "engine_report": info.get("engine_report"),
+        "limits": info.get("limits"),
+    }
 
 
 def _throughput_rounds(
@@ -277,6 +283,11 @@ def data_dir(folder: Path, version: Path, extra: Sequence[Path] = (), cache_from
 
 def admin_key(data: Path) -> str:
     """An admin API key in ``data``'s database, made with the CLI as an operator would."""
+    return api_key(data, "admin")
+
+
+def api_key(data: Path, scope: str, name: str = "bench") -> str:
+    """An API key of ``scope`` in ``data``'s database, made with the CLI as an operator would."""
     done = subprocess.run(
         [
             sys.executable,
@@ -285,9 +296,9 @@ def admin_key(data: Path) -> str:
             "keys",
             "create",
             "--scope",
-            "admin",
+            scope,
             "--name",
-            "bench",
+            name,
             "--data-dir",
             str(data),
         ],
@@ -387,6 +398,7 @@ def _latency(plan: ServicePlan, server: Server, messages: list[str], max_rate: f
         "overload": {
             "rate": 2 * max_rate,
             **overload,
+            "rejected_429_share": overload["rejected_429"] / overload["requests"] if overload["requests"] else None,
             "rss_before_mb": before_mb,
             "rss_max_during_mb": _mb(sampler.max_between(overload_start, overload_end)),
         },

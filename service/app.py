@@ -83,6 +83,7 @@ async def serve_model(app: FastAPI) -> AsyncIterator[None]:
         queue_size=settings.queue_size,
         metrics=app.state.metrics,
         max_requests=settings.max_batch_requests,
+        max_queue_wait_s=settings.max_queue_wait_s,
     )
     app.state.metrics.watch(lambda: batcher.depth, lambda: slot.probe.model_version if slot.ready else None)
     app.state.registry, app.state.model_slot, app.state.model_switch = registry, slot, switch

@@ -134,6 +134,27 @@ class QueueFull(ServiceError):
         )
 
 
+class ExpectedWaitTooLong(ServiceError):
+    """A scoring request would wait longer than ``max_queue_wait_s`` for its result, by the batcher's estimate of the
+    work ahead of it: 429, the same problem as a full queue, with a Retry-After from that estimate."""
+
+    status = status.HTTP_429_TOO_MANY_REQUESTS
+    slug, title = QueueFull.slug, QueueFull.title
+
+    def __init__(self, expected_s: float, limit_s: float, queued: int, incoming: int, retry_after: int) -> None:
+        limit = f"{limit_s:.1f}" if round(limit_s, 1) == limit_s else f"{limit_s:g}"
+        expected = f"{expected_s:.1f}" if f"{expected_s:.1f}" != limit else f"{expected_s:.2f}"
+        super().__init__(
+            f"expected wait {expected} s is over the {limit} s limit (max_queue_wait_s): {queued} texts are queued "
+            f"ahead of this request's {incoming}. Retry after {retry_after} s",
+            headers={"Retry-After": str(retry_after)},
+            expected_wait_s=round(expected_s, 3),
+            limit_s=limit_s,
+            queued=queued,
+            retry_after=retry_after,
+        )
+
+
 class NotReady(ServiceError):
     """No model is serving (starting up, shutting down): 503."""
 
@@ -254,6 +275,10 @@ class UnpublishedMessage(ServiceError):
         )
 
 
+RETRY_AFTER_HEADER = {
+    "description": "whole seconds to wait before trying again",
+    "schema": {"type": "string", "pattern": "^[1-9][0-9]*$"},
+}
 RETRY_AFTER_S = 5  # a restarting PostgreSQL is back within seconds; the pool reconnects on the next request
 
 
@@ -289,16 +314,43 @@ def install_error_handlers(app: FastAPI) -> None:
 def problem_responses(instance: str, *errors: Exception) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` entries for a route, one per status, each example the body ``to_problem`` gives.
 
+    Errors that share a status (a full queue, an expected wait too long) become named ``examples`` of it; a
+    ``Retry-After`` that an error carries is documented as a header of its response.
+
     >>> problem_responses("/v1/training-runs/7", RunNotFound(7))[404]["description"]
     'Training run not found'
     """
-    responses: dict[int | str, dict[str, Any]] = {}
+    by_status: dict[int, list[tuple[str, _Described]]] = {}
     for error in errors:
         described = _describe(error, instance)
-        if described.status in responses:
-            raise ValueError(f"one example per status; found two for {described.status} at {instance}")
-        content = {PROBLEM_JSON: {"schema": Problem.model_json_schema(), "example": described.body}}
-        responses[described.status] = {"description": described.body["title"], "content": content}
+        by_status.setdefault(described.status, []).append((type(error).__name__, described))
+    responses: dict[int | str, dict[str, Any]] = {}
+    for status_code, named in by_status.items():
+        media: dict[str, Any] = {"schema": Problem.model_json_schema()}
+        if len(named) == 1:
+            media["example"] = named[0][1].body
+        else:
+            media["examples"] = {name: {"value": described.body} for name, described in named}
+        response: dict[str, Any] = {"description": named[0][1].body["title"], "content": {PROBLEM_JSON: media}}
+        if any("Retry-After" in described.headers for _, described in named):
+            response["headers"] = {"Retry-After": RETRY_AFTER_HEADER}
+        responses[status_code] = response
+    return responses
+
+
+def overloaded_responses(instance: str) -> dict[int | str, dict[str, Any]]:
+    """The 429 of a route that scores through the batcher: a full queue, or an expected wait over the limit."""
+    responses = problem_responses(
+        instance,
+        QueueFull(queued=256, incoming=3, limit=256, retry_after=2),
+        ExpectedWaitTooLong(3.42, 2.0, queued=118, incoming=1, retry_after=4),
+    )
+    responses[status.HTTP_429_TOO_MANY_REQUESTS]["description"] = (
+        "Too many requests: the request would wait longer than `max_queue_wait_s` for its result (estimated from "
+        "the work queued ahead of it and the model's measured speed), or the queue already holds `queue_size` "
+        "texts (both in `/v1/info`). Nothing was queued; `Retry-After` gives the whole seconds until the work "
+        "ahead of it now is done"
+    )
     return responses
 
 

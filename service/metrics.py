@@ -56,6 +56,12 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
+        self.refused = Counter(
+            "diplotone_refused_requests",
+            "scoring requests refused with 429 before queueing, by reason (queue_full, expected_wait)",
+            ["reason"],
+            registry=self.registry,
+        )
         self._live = _LiveCollector()
         self.registry.register(self._live)
 

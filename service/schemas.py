@@ -344,7 +344,10 @@ class Limits(BaseModel):
     max_chars: int = Field(description="characters per text (413 beyond)")
     max_body_bytes: int = Field(description="bytes per request body (413 beyond, before it is parsed)")
     batch_tokens: int = Field(description="tokens per model batch, counted with the model's tokenizer")
-    queue_size: int = Field(description="texts waiting for the model before 429")
+    queue_size: int = Field(description="texts waiting for the model before 429, whatever the wait")
+    max_queue_wait_s: float = Field(
+        description="seconds a scoring request may expect to wait for its result before it is refused with 429"
+    )
     request_timeout_s: float = Field(description="deadline of a scoring request (503 beyond)")
     window_tokens: int = Field(description="the model's window; longer texts are split by sentence, never truncated")
 
@@ -375,6 +378,7 @@ INFO_EXAMPLE: dict[str, Any] = {
         "max_body_bytes": 8388608,
         "batch_tokens": 2048,
         "queue_size": 256,
+        "max_queue_wait_s": 2.0,
         "request_timeout_s": 30.0,
         "window_tokens": 256,
     },

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -32,7 +33,12 @@ class Settings(BaseSettings):
     batch_tokens: int = Field(
         2048, ge=64, description="tokens per model batch, counted with the model's tokenizer before queueing"
     )
-    queue_size: int = Field(256, ge=1, description="texts waiting for the model before 429")
+    queue_size: int = Field(256, ge=1, description="texts waiting for the model before 429, whatever the wait")
+    max_queue_wait_s: float = Field(
+        2.0,
+        description="a scoring request that would wait longer than this for its result (estimated from the work "
+        "queued ahead of it and the model's measured speed) is refused with 429 and a Retry-After from the estimate",
+    )
     request_timeout_s: float = Field(30.0, gt=0, description="deadline of a scoring request before 503")
     max_batch_requests: int | None = Field(
         None, ge=1, description="requests per model call; 1 turns batching off; default: as many as batch_tokens allows"
@@ -93,6 +99,13 @@ class Settings(BaseSettings):
         if engine not in ENGINES:
             raise ValueError(f"expected one of {', '.join(ENGINES)}; found {engine!r}")
         return engine
+
+    @field_validator("max_queue_wait_s")
+    @classmethod
+    def _positive_wait(cls, seconds: float) -> float:
+        if not (math.isfinite(seconds) and seconds > 0):
+            raise ValueError(f"expected a positive, finite number of seconds; found {seconds!r}")
+        return seconds
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:

@@ -65,7 +65,7 @@ def test_quick_run_writes_every_section(quick_run: tuple[dict[str, Any], str, st
     assert set(service["rss"]) == {"service_batcher_on", "service_batcher_off", "naive"}
     assert len(results["start"]["first_start_s"]) == 1
     assert len(results["start"]["cli_s"]) == 1
-    assert len(results["targets"]) == 13
+    assert len(results["targets"]) == 14
 
 
 def test_quick_run_shows_progress_on_stderr(quick_run: tuple[dict[str, Any], str, str]) -> None:
@@ -107,6 +107,11 @@ def test_quick_run_computes_targets_from_measured_figures(quick_run: tuple[dict[
     ]
     assert named("previous all-int8")["measured"] == pytest.approx(statistics.median(ratios))
     assert named("one 200-word message")["measured"] == results["service"]["latency"]["alone"]["p50_ms"]
+    overload = results["service"]["latency"]["overload"]
+    accepted = named("accepted requests p99 ≤ 2.5 s under 2× overload")
+    assert accepted["measured"] == overload["p99_ms"]
+    assert accepted["inputs"]["rejected_429_share"] == overload["rejected_429"] / overload["requests"]
+    assert accepted["inputs"]["max_queue_wait_s"] == 2.0  # the service's default, read from its /v1/info
     assert named("restart")["measured"] == pytest.approx(statistics.median(results["start"]["restart_s"]))
     assert named("`diplotone score")["kind"] == named("restart")["kind"] != named("service ≥ 3×")["kind"]
     for row in results["targets"]:
@@ -161,6 +166,7 @@ def test_quick_run_markdown_shows_each_target(quick_run: tuple[dict[str, Any], s
     assert "partial run" not in markdown
     for row in results["targets"]:
         assert row["name"] in markdown
+    assert "Under 2× overload the accepted requests (200) took p50 " in markdown
 
 
 def test_only_runs_the_chosen_section_and_says_so(tiny_version: Path, tmp_path: Path) -> None:

@@ -80,6 +80,7 @@ async def info(slot: SlotDep, registry: RegistryDep, settings: SettingsDep) -> I
             max_body_bytes=settings.max_body_bytes,
             batch_tokens=settings.batch_tokens,
             queue_size=settings.queue_size,
+            max_queue_wait_s=settings.max_queue_wait_s,
             request_timeout_s=settings.request_timeout_s,
             window_tokens=scorer.max_tokens,
         ),

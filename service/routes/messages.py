@@ -25,7 +25,7 @@ from model import ScoreResult, band_of
 from service.auth import LabelKey, MissingKey, ReadAccess, ScopeTooLow
 from service.batching import Batcher
 from service.deps import BatcherDep, SessionDep, SettingsDep
-from service.errors import TextTooLong, UnpublishedMessage, problem_responses
+from service.errors import TextTooLong, UnpublishedMessage, overloaded_responses, problem_responses
 from service.keys import Principal
 from service.limits import check_texts
 from service.schemas import MAX_ID, NOT_BLANK, IsoDate, Text
@@ -208,7 +208,11 @@ class LabelRecorded(LabelPublic):
     "/v1/messages",
     status_code=status.HTTP_201_CREATED,
     summary="Store one message or many",
-    responses={**AUTH_ERRORS, **problem_responses("/v1/messages", TextTooLong("messages[3].text", 20001, 20000))},
+    responses={
+        **AUTH_ERRORS,
+        **problem_responses("/v1/messages", TextTooLong("messages[3].text", 20001, 20000)),
+        **overloaded_responses("/v1/messages"),
+    },
 )
 async def create_messages(
     request: Request,

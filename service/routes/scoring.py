@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from model import Comparison, Scorer, ScoreResult
 from service.auth import score_access
 from service.deps import BatcherDep, SettingsDep
-from service.errors import DeadlineExceeded, QueueFull, TextTooLong, problem_responses
+from service.errors import DeadlineExceeded, TextTooLong, overloaded_responses, problem_responses
 from service.limits import check_texts
 from service.schemas import (
     COMPARE_EXAMPLE,
@@ -46,9 +46,8 @@ def _errors(instance: str) -> dict[int | str, dict[str, Any]]:
         instance,
         TextTooLong("texts[2]", 20001, 20000),
         _blank_text(),
-        QueueFull(queued=256, incoming=3, limit=256, retry_after=2),
         DeadlineExceeded(30.0),
-    )
+    ) | overloaded_responses(instance)
 
 
 @router.post(

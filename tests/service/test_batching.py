@@ -1,4 +1,8 @@
-"""The micro-batcher on its own: batching, budget, back-pressure, abandonment, deadlines, shutdown and swaps."""
+"""The micro-batcher on its own: batching, budget, admission, abandonment, deadlines, shutdown and swaps.
+
+Admission by expected wait is tested on a clock the test sets and on costs fed to the estimator, never on the wall
+clock: a cost of 2**-10 s a token makes every estimate exact in binary, so "exactly at the limit" is exact.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,8 @@ from typing import Any, TypeVar
 import pytest
 
 from model import EmptyInput, Scorer, ScoreResult
-from service.batching import Batcher
-from service.errors import ClientGone, DeadlineExceeded, NotReady, QueueFull
+from service.batching import Batcher, ServiceCost
+from service.errors import ClientGone, DeadlineExceeded, ExpectedWaitTooLong, NotReady, QueueFull
 from service.metrics import Metrics
 from service.model_slot import ModelSlot
 from tests.service.helpers import Gate, wait_until
@@ -51,9 +55,21 @@ def slot(gate: Gate) -> ModelSlot:
 def make_batcher(slot: ModelSlot, gate: Gate) -> Iterator[Callable[..., Batcher]]:
     started: list[Batcher] = []
 
-    def make(batch_tokens: int = 8192, queue_size: int = 256, max_requests: int | None = None) -> Batcher:
+    def make(
+        batch_tokens: int = 8192,
+        queue_size: int = 256,
+        max_requests: int | None = None,
+        max_queue_wait_s: float | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> Batcher:
         batcher = Batcher(
-            slot, batch_tokens=batch_tokens, queue_size=queue_size, metrics=Metrics(), max_requests=max_requests
+            slot,
+            batch_tokens=batch_tokens,
+            queue_size=queue_size,
+            metrics=Metrics(),
+            max_requests=max_requests,
+            max_queue_wait_s=max_queue_wait_s,
+            **({} if clock is None else {"clock": clock}),
         )
         batcher.start()
         started.append(batcher)
@@ -320,3 +336,212 @@ def test_swap_applies_from_the_next_batch(
 
     assert first[0].model_version == "tiny-0001"
     assert after[0].model_version == "tiny-0002"
+
+
+# --------------------------------------------------------------------------------------- admission by expected wait
+
+COST = 2**-10  # seconds a token: 1,024 tokens a second
+
+
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def refused(batcher: Batcher, reason: str) -> float | None:
+    assert batcher.metrics is not None
+    return batcher.metrics.registry.get_sample_value("diplotone_refused_requests_total", {"reason": reason})
+
+
+def test_service_cost_converges_on_a_known_cost() -> None:
+    cost = ServiceCost(weight=0.2)
+    cost.observe(tokens=1000, seconds=5.0)  # a slow first batch (a cold cache, a busy machine)
+    first = cost.seconds_per_token
+    cost.observe(tokens=512, seconds=512 * COST)
+    second = cost.seconds_per_token
+
+    for _ in range(60):
+        cost.observe(tokens=512, seconds=512 * COST)
+
+    assert first == 0.005
+    assert second == pytest.approx(0.005 + 0.2 * (COST - 0.005))  # one batch moves it a fifth of the way
+    assert cost.seconds_per_token == pytest.approx(COST, rel=1e-4)
+    assert cost.seconds(2048) == pytest.approx(2.0, rel=1e-4)
+
+
+def test_service_cost_is_unknown_until_a_batch_is_measured() -> None:
+    cost = ServiceCost()
+    cost.observe(tokens=0, seconds=1.0)  # nothing to divide by: no figure
+
+    assert cost.seconds_per_token is None
+    assert cost.seconds(100) is None
+
+
+def test_worker_feeds_the_cost_the_time_of_each_batch(make_batcher: Callable[..., Batcher], gate: Gate) -> None:
+    clock = Clock()
+    batcher = make_batcher(clock=clock)
+
+    async def scenario() -> None:
+        first = batcher.submit(TEXTS[:1], tokens=100)
+        await entered(gate)
+        clock.now += 0.5  # the batch takes half a second on the test's clock
+        gate.open()
+        await first
+
+    run(scenario)
+
+    assert batcher.cost.seconds_per_token == 0.5 / 100
+
+
+def test_submit_is_refused_exactly_when_its_expected_wait_passes_the_limit(
+    make_batcher: Callable[..., Batcher], gate: Gate
+) -> None:
+    batcher = make_batcher(max_queue_wait_s=2.0, clock=Clock())
+    batcher.cost.observe(tokens=1024, seconds=1.0)
+
+    async def scenario() -> tuple[list[float | None], ExpectedWaitTooLong]:
+        first = batcher.submit(TEXTS[:1], tokens=512)  # in flight: 0.5 s of work left
+        await entered(gate)
+        waits = [batcher.expected_wait()]
+        queued = [batcher.submit(TEXTS[1:2], tokens=1024)]  # would wait 1.5 s
+        waits.append(batcher.expected_wait())
+        queued.append(batcher.submit(TEXTS[2:3], tokens=512))  # 2.0 s: at the limit, not past it
+        waits.append(batcher.expected_wait())
+        with pytest.raises(ExpectedWaitTooLong) as refusal:
+            batcher.submit(TEXTS[3:4], tokens=1)  # one token more than the limit allows
+        gate.open()
+        await asyncio.gather(first, *queued)
+        return waits, refusal.value
+
+    waits, error = run(scenario)
+
+    assert waits == [0.5, 1.5, 2.0]
+    assert error.extensions["expected_wait_s"] == round(2.0 + COST, 3)
+    assert str(error) == (
+        "expected wait 2.00 s is over the 2.0 s limit (max_queue_wait_s): 2 texts are queued ahead of this "
+        "request's 1. Retry after 3 s"
+    )
+    assert gate.calls == [TEXTS[:1], TEXTS[1:3]]  # the refused request never reached the model
+    assert refused(batcher, "expected_wait") == 1
+
+
+@pytest.mark.parametrize(("tokens", "expected", "retry_after"), [(4096, 6.0, 6), (4097, 6.0 + COST, 7)])
+def test_refusal_retry_after_is_the_estimate_in_whole_seconds_rounded_up(
+    make_batcher: Callable[..., Batcher], gate: Gate, tokens: int, expected: float, retry_after: int
+) -> None:
+    batcher = make_batcher(max_queue_wait_s=2.0, clock=Clock())
+    batcher.cost.observe(tokens=1024, seconds=1.0)
+
+    async def scenario() -> ExpectedWaitTooLong:
+        first = batcher.submit(TEXTS[:1], tokens=512)
+        await entered(gate)
+        queued = batcher.submit(TEXTS[1:2], tokens=1536)
+        with pytest.raises(ExpectedWaitTooLong) as refusal:
+            batcher.submit(TEXTS[2:3], tokens=tokens)  # 0.5 in flight + 1.5 queued + its own 4 s (and a token)
+        gate.open()
+        await asyncio.gather(first, queued)
+        return refusal.value
+
+    error = run(scenario)
+
+    assert error.headers == {"Retry-After": str(retry_after)}
+    assert error.extensions["retry_after"] == retry_after
+    assert error.extensions["expected_wait_s"] == round(expected, 3)
+    assert str(error).startswith(f"expected wait {expected:.1f} s is over the 2.0 s limit")
+
+
+def test_expected_wait_counts_only_what_is_left_of_the_batch_in_flight(
+    make_batcher: Callable[..., Batcher], gate: Gate
+) -> None:
+    clock = Clock()
+    batcher = make_batcher(max_queue_wait_s=2.0, clock=clock)
+    batcher.cost.observe(tokens=1024, seconds=1.0)
+
+    async def scenario() -> tuple[float | None, float | None, float | None]:
+        first = batcher.submit(TEXTS[:1], tokens=1024)  # 1 s of work
+        await entered(gate)
+        queued = batcher.submit(TEXTS[1:2], tokens=1024)
+        with pytest.raises(ExpectedWaitTooLong):
+            batcher.submit(TEXTS[2:3], tokens=256)  # 1 + 1 + 0.25 s
+        at_start = batcher.expected_wait(256)
+        clock.now += 0.25  # a quarter of the batch in flight is done
+        later = batcher.expected_wait(256)
+        admitted = batcher.submit(TEXTS[2:3], tokens=256)  # now exactly at the limit
+        clock.now += 5.0  # the batch in flight overruns its estimate: it counts as nothing left, never less
+        overrun = batcher.expected_wait()
+        gate.open()
+        await asyncio.gather(first, queued, admitted)
+        return at_start, later, overrun
+
+    at_start, later, overrun = run(scenario)
+
+    assert (at_start, later, overrun) == (2.25, 2.0, 1.25)
+
+
+def test_cold_start_admits_by_queue_size_alone(make_batcher: Callable[..., Batcher], gate: Gate) -> None:
+    batcher = make_batcher(queue_size=3, max_queue_wait_s=0.001, clock=Clock())
+
+    async def scenario() -> tuple[float | None, QueueFull]:
+        first = batcher.submit(TEXTS[:1], tokens=10**6)
+        await entered(gate)
+        wait = batcher.expected_wait(10**6)
+        queued = [batcher.submit([text], tokens=10**6) for text in TEXTS[1:4]]  # no estimate: all three fit
+        with pytest.raises(QueueFull) as full:
+            batcher.submit(TEXTS[4:5], tokens=1)
+        gate.open()
+        await asyncio.gather(first, *queued)
+        return wait, full.value
+
+    wait, error = run(scenario)
+
+    assert wait is None
+    assert error.headers == {"Retry-After": "1"}  # 3 texts at the cold guess of 0.05 s each
+    assert refused(batcher, "queue_full") == 1
+    assert refused(batcher, "expected_wait") is None
+
+
+def test_queue_size_is_a_hard_cap_however_short_the_expected_wait(
+    make_batcher: Callable[..., Batcher], gate: Gate
+) -> None:
+    batcher = make_batcher(queue_size=2, max_queue_wait_s=2.0, clock=Clock())
+    batcher.cost.observe(tokens=1024, seconds=0.001)
+
+    async def scenario() -> tuple[float | None, QueueFull]:
+        first = batcher.submit(TEXTS[:1], tokens=10)
+        await entered(gate)
+        queued = batcher.submit(TEXTS[1:3], tokens=20)
+        wait = batcher.expected_wait(10)
+        with pytest.raises(QueueFull) as full:
+            batcher.submit(TEXTS[3:4], tokens=10)
+        gate.open()
+        await asyncio.gather(first, queued)
+        return wait, full.value
+
+    wait, error = run(scenario)
+
+    assert wait is not None and wait < 0.001
+    assert error.headers == {"Retry-After": "1"}
+    assert refused(batcher, "queue_full") == 1
+
+
+def test_empty_queue_takes_a_request_whose_own_work_passes_the_limit(
+    make_batcher: Callable[..., Batcher], gate: Gate
+) -> None:
+    batcher = make_batcher(max_queue_wait_s=2.0, clock=Clock())
+    batcher.cost.observe(tokens=1024, seconds=1.0)
+
+    async def scenario() -> list[ScoreResult]:
+        assert batcher.expected_wait(10 * 1024) == 10.0
+        big = batcher.submit(TEXTS, tokens=10 * 1024)  # 10 s by the estimate, but nothing is ahead of it
+        gate.open()
+        return await big
+
+    results = run(scenario)
+
+    assert len(results) == len(TEXTS)
+    assert refused(batcher, "expected_wait") is None

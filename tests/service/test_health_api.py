@@ -93,10 +93,31 @@ def test_info_returns_version_test_metrics_limits_and_bands(make_client: Callabl
         "max_body_bytes": 8 * 1024 * 1024,
         "batch_tokens": 2048,
         "queue_size": 256,
+        "max_queue_wait_s": 2.0,
         "request_timeout_s": 30.0,
         "window_tokens": 24,
     }
     assert [(b["name"], b["low"], b["high"]) for b in body["bands"]] == list(BANDS)
+
+
+def test_info_reports_the_expected_wait_limit_set(make_client: Callable[..., TestClient]) -> None:
+    limits = make_client(max_queue_wait_s=0.75).get("/v1/info").json()["limits"]
+
+    assert limits["max_queue_wait_s"] == 0.75
+
+
+def test_max_queue_wait_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DIPLOTONE_MAX_QUEUE_WAIT_S", "0.5")
+
+    assert Settings().max_queue_wait_s == 0.5
+
+
+@pytest.mark.parametrize("seconds", [0, -1.0, float("nan"), float("inf")])
+def test_max_queue_wait_must_be_positive_and_finite(seconds: float) -> None:
+    with pytest.raises(ValueError, match="expected a positive, finite number of seconds; found") as refused:
+        Settings(max_queue_wait_s=seconds)
+
+    assert "max_queue_wait_s" in str(refused.value)
 
 
 def test_info_before_startup_returns_503(make_settings: Callable[..., Settings]) -> None:

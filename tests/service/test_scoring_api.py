@@ -235,6 +235,48 @@ def test_score_concurrent_requests_are_batched_together(client: TestClient, gate
     assert samples[("diplotone_batch_size_texts_bucket", (("le", "1.0"),))] == 1  # so the other batch held more
 
 
+def test_score_expected_to_wait_past_the_limit_returns_429_naming_the_estimate(
+    make_client: Callable[..., TestClient], gate: Gate
+) -> None:
+    client = make_client(max_queue_wait_s=1.5)
+    app = app_of(client)
+    gate.install(app.state.model_slot)
+    app.state.batcher.cost.observe(tokens=1, seconds=1.0)  # as if measured: a second a token
+
+    async def scenario() -> tuple[httpx.Response, Any]:
+        async with asgi_client(app) as http:
+            first = asyncio.ensure_future(http.post("/v1/score", json={"text": TEXTS[0]}))
+            await asyncio.to_thread(gate.wait_entered)
+            queued = asyncio.ensure_future(http.post("/v1/score", json={"text": TEXTS[1]}))
+            await wait_until(lambda: app.state.batcher.depth == 1)
+            refused = await http.post("/v1/score", json={"text": TEXTS[2]})
+            gate.open()
+            return refused, await asyncio.gather(first, queued)
+
+    refused, served = in_app_loop(client, scenario)
+
+    body = assert_problem(refused, 429, "overloaded")
+    assert body["expected_wait_s"] > body["limit_s"] == 1.5
+    assert body["detail"].startswith(f"expected wait {body['expected_wait_s']:.1f} s is over the 1.5 s limit")
+    assert body["expected_wait_s"] <= body["retry_after"] < body["expected_wait_s"] + 1
+    assert refused.headers["retry-after"] == str(body["retry_after"])
+    assert [r.status_code for r in served] == [200, 200]
+    samples = metric_samples(client)
+    assert samples[("diplotone_refused_requests_total", (("reason", "expected_wait"),))] == 1
+
+
+def test_openapi_documents_both_429s_of_scoring_with_retry_after(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+
+    for path in ("/v1/score", "/v1/compare", "/v1/messages"):
+        response = paths[path]["post"]["responses"]["429"]
+        examples = response["content"][PROBLEM]["examples"]
+        assert set(examples) == {"QueueFull", "ExpectedWaitTooLong"}, path
+        assert examples["ExpectedWaitTooLong"]["value"]["detail"].startswith("expected wait 3.4 s is over the 2.0 s")
+        assert "max_queue_wait_s" in response["description"]
+        assert "Retry-After" in response["headers"], path
+
+
 def test_score_when_queue_is_full_returns_429_with_retry_after(
     make_client: Callable[..., TestClient], gate: Gate
 ) -> None:

@@ -17,7 +17,8 @@ import datetime as dt
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, GetJsonSchemaHandler, Tag, model_validator
+from pydantic.json_schema import JsonSchemaValue
 from starlette import status
 from starlette.concurrency import run_in_threadpool
 
@@ -69,14 +70,6 @@ class MessageCreate(BaseModel):
                     "occasion": "Russia Day",
                 }
             ],
-            # What _unpublished_is_placed enforces, said in the schema: a text, or else sender, recipient and date.
-            "anyOf": [
-                {"required": ["text"], "properties": {"text": {"type": "string"}}},
-                {
-                    "required": ["sender", "recipient", "date"],
-                    "properties": {name: {"type": "string"} for name in ("sender", "recipient", "date")},
-                },
-            ],
         },
     )
 
@@ -90,6 +83,24 @@ class MessageCreate(BaseModel):
     date: IsoDate | None = Field(default=None, description="YYYY-MM-DD; orders the relation's timeline")
     occasion: str | None = Field(default=None, min_length=1, max_length=100, pattern=NOT_BLANK)
     language: str = Field(default="en", min_length=2, max_length=16)
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core: Any, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        """What ``_unpublished_is_placed`` enforces, said in the schema: a text, or else sender, recipient and date,
+        each branch with the field's own non-null constraints (a bare ``{"type": "string"}`` would loosen them)."""
+        schema = handler.resolve_ref_schema(handler(core))
+        present = {
+            name: next(s for s in schema["properties"][name]["anyOf"] if s.get("type") != "null")
+            for name in ("text", "sender", "recipient", "date")
+        }
+        schema["anyOf"] = [
+            {"required": ["text"], "properties": {"text": present["text"]}},
+            {
+                "required": ["sender", "recipient", "date"],
+                "properties": {k: present[k] for k in ("sender", "recipient", "date")},
+            },
+        ]
+        return schema
 
     @model_validator(mode="after")
     def _unpublished_is_placed(self) -> MessageCreate:
@@ -266,7 +277,11 @@ def get_stored_message(message_id: MessageId, session: SessionDep, access: ReadA
     return MessagePublic.of(get_message(session, message_id))
 
 
-@router.put("/v1/messages/{message_id}/label", responses={**AUTH_ERRORS, **NOT_FOUND}, summary="Label a message")
+@router.put(
+    "/v1/messages/{message_id}/label",
+    responses={**AUTH_ERRORS, **NOT_FOUND, **problem_responses("/v1/messages/42/label", UnpublishedMessage(42))},
+    summary="Label a message",
+)
 def label_message(message_id: MessageId, body: LabelPut, key: LabelKey, session: SessionDep) -> LabelRecorded:
     """Record an annotator's score for the message (replacing that annotator's earlier one)."""
     if not get_message(session, message_id).published:

@@ -46,6 +46,7 @@ class Server:
     started: float  # time.monotonic() at launch
     ready_s: float = float("nan")
     ready_mb: float = float("nan")  # resident memory once ready: the model loaded, nothing served yet
+    on_engine_s: float = float("nan")  # our service: until it serves on its configured engine (prepared meanwhile)
     sampler: RssSampler = field(init=False)
 
     def __post_init__(self) -> None:

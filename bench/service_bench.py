@@ -160,8 +160,9 @@ def run_reload(
     background and swapped in.
     """
     seconds = [second_version(version, work / "versions", suffix) for suffix in "bcdefgh"[: plan.reload_repeats]]
-    prepared = {other.name: _prepare(other, corpus, threads) for other in seconds[::2]}
     data = data_dir(work / "data-reload", version, extra=seconds)
+    # In the registry (installing a version copies no cache), as the trainer prepares its candidate there.
+    prepared = {other.name: _prepare(data / "models" / other.name, corpus, threads) for other in seconds[::2]}
     key = admin_key(data)
     with phase("reload: start the service"):
         server = _service(data, corpus, threads, work, "service-reload")
@@ -228,16 +229,16 @@ def run_start(plan: ServicePlan, version: Path, message: str, corpus: Path, work
     return results
 
 
-def _until_on_engine(server: Server, limit_s: float = 900.0) -> float:
-    """Seconds until ``server`` serves on the bench's engine (``/v1/info``); an error past ``limit_s``."""
+def until_on_engine(server: Server, engine: str = SCORE_ENGINE, limit_s: float = 900.0) -> float:
+    """Seconds until ``server`` serves on ``engine`` (``/v1/info``); an error past ``limit_s``."""
     import httpx
 
     started = time.perf_counter()
     while time.perf_counter() - started < limit_s:
-        if httpx.get(f"{server.url}/v1/info", timeout=30).json().get("engine") == SCORE_ENGINE:
+        if httpx.get(f"{server.url}/v1/info", timeout=30).json().get("engine") == engine:
             return time.perf_counter() - started
         time.sleep(0.5)
-    raise RuntimeError(f"the service did not serve on {SCORE_ENGINE} within {limit_s:.0f} s of being ready")
+    raise RuntimeError(f"the service did not serve on {engine} within {limit_s:.0f} s of being ready")
 
 
 def _wall_time(command: list[str], threads: int) -> float:
@@ -315,7 +316,7 @@ def _service(data: Path, corpus: Path, threads: int, work: Path, name: str, **ov
     env = {f"DIPLOTONE_{key.upper()}": str(value) for key, value in settings.items()}
     server = launch(name, SERVICE_APP, env, threads, work / "logs")
     try:  # ready comes on torch when the version's engine is not prepared yet: measure it on its engine
-        server.on_engine_s = server.ready_s + _until_on_engine(server)
+        server.on_engine_s = server.ready_s + until_on_engine(server)
     except Exception:
         server.stop()
         raise

@@ -41,8 +41,9 @@ from bench.__main__ import RESULTS, shipped_version
 from bench.load import REQUEST_TIMEOUT_S, Target, closed_loop, percentile, poisson_schedule
 from bench.progress import phase, say
 from bench.servers import Server, launch
-from bench.service_bench import SERVICE_APP, api_key, data_dir
+from bench.service_bench import SERVICE_APP, api_key, data_dir, until_on_engine
 from bench.texts import CORPUS, corpus_texts, messages_of
+from service.settings import Settings
 
 WORDS = 200  # words per scored or stored message: the bench's usual length
 PROBE_CLIENTS = 32
@@ -228,6 +229,8 @@ def soak(args: argparse.Namespace, command: str) -> dict[str, Any]:
     with phase("soak: start the service"):
         server = launch("soak", SERVICE_APP, env, args.threads, work / "logs")
     try:
+        with phase("soak: wait until it serves on its engine (prepared in the background on a first start)"):
+            until_on_engine(server, settings.get("engine", Settings().engine))
         info = httpx.get(f"{server.url}/v1/info", timeout=30).json()
         if args.rate is not None:
             probe, highest = None, args.rate

@@ -173,7 +173,7 @@ def test_a_message_written_through_one_replica_is_read_through_the_other(pair: P
         assert labelled.status_code == 200, labelled.text
 
     with other.client() as client:
-        read = client.get(f"/v1/messages/{message_id}")
+        read = client.get(f"/v1/messages/{message_id}", headers=bearer(pair.admin))  # reads need a key
 
     assert read.status_code == 200, read.text
     assert (read.json()["text"], read.json()["score"]) == (TEXTS[0], stored.json()["score"])

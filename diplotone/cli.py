@@ -6,6 +6,7 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TextIO
 
@@ -23,13 +24,28 @@ app.add_typer(plot_app, name="plot")
 
 DataDir = Annotated[Path, typer.Option(envvar="DIPLOTONE_DATA_DIR", help="data directory (registry under models/)")]
 ModelOption = Annotated[Path | None, typer.Option("--model", help="a model version folder (default: the active one)")]
+EngineOption = Annotated[
+    str,
+    typer.Option(
+        envvar="DIPLOTONE_ENGINE",
+        help="torch (the reference), onnx-fp32 or onnx-int8: an ONNX engine is used where the service or a training "
+        "run has prepared it for the version, else torch",
+    ),
+]
 CHUNK = 64  # messages scored per call when reading a file: bounded memory, a moving progress bar
 
 
-def _scorer(model: Path | None, data_dir: Path) -> Any:
+def _scorer(model: Path | None, data_dir: Path, engine: str = "torch") -> Any:
+    """The version's Scorer on ``engine`` where that is prepared (no torch encoder, no transformers: a cold start
+    in about half the time), else on torch."""
+    from model.engines import ENGINES
     from model.scorer import Scorer
 
-    return Scorer.from_pretrained(_model_folder(model, data_dir))
+    if engine not in ENGINES:
+        raise typer.BadParameter(f"expected one of {', '.join(ENGINES)}; found {engine!r}", param_hint="--engine")
+    folder = _model_folder(model, data_dir)
+    prepared = Scorer.from_prepared(folder, engine=engine) if engine != "torch" else None
+    return prepared or Scorer.from_pretrained(folder)
 
 
 def _model_folder(model: Path | None, data_dir: Path) -> Path:
@@ -50,17 +66,18 @@ def score(
     output: Annotated[Path, typer.Option("--output", "-o", help="JSON Lines results; - for stdout")] = Path("-"),
     exact: Annotated[bool, typer.Option(help="exact leave-one-out contributions (slower)")] = False,
     model: ModelOption = None,
+    engine: EngineOption = "onnx-int8",
     data_dir: DataDir = Path("var"),
 ) -> None:
     """Score one text (readable) or a JSON Lines file (one result per line, keeping each input's id)."""
     if (text is None) == (input is None):
         raise typer.BadParameter("give either a TEXT or --input FILE, not both and not neither")
     if text is not None:
-        _print_result(_scorer(model, data_dir).score([text], exact_contributions=exact)[0])
+        _print_result(_scorer(model, data_dir, engine).score([text], exact_contributions=exact)[0])
         return
     assert input is not None
     records = _read_jsonl(input)  # read (and reject a bad line) before spending seconds on loading the model
-    scorer = _scorer(model, data_dir)
+    scorer = _scorer(model, data_dir, engine)
     from tqdm import tqdm
 
     with _open_out(output) as out, tqdm(total=len(records), unit="msg", disable=None, file=sys.stderr) as bar:
@@ -77,16 +94,22 @@ def compare(
     file_b: Annotated[Path, typer.Argument(help="the later message, as a text file")],
     as_json: Annotated[bool, typer.Option("--json", help="print the full comparison as JSON")] = False,
     model: ModelOption = None,
+    engine: EngineOption = "onnx-int8",
     data_dir: DataDir = Path("var"),
 ) -> None:
     """Explain why B is warmer or cooler than A."""
-    comparison = _scorer(model, data_dir).compare(_read_text(file_a), _read_text(file_b))
+    comparison = _scorer(model, data_dir, engine).compare(_read_text(file_a), _read_text(file_b))
     if as_json:
         typer.echo(json.dumps(comparison.to_dict(), indent=2))
         return
     typer.echo(f"P(B warmer than A) = {comparison.p_b_warmer:.2f}, delta {comparison.delta:+.1f}")
     for line in comparison.explanation.summary:
         typer.echo(f"  {line}")
+
+
+class FineTuning(StrEnum):
+    lora = "lora"
+    full = "full"
 
 
 @app.command()
@@ -101,6 +124,9 @@ def train(
     deletion_pairs: Annotated[
         bool, typer.Option(help="also rank each message above itself without its warmest sentence")
     ] = False,
+    mode: Annotated[
+        FineTuning, typer.Option(help="lora: an adapter on the top layers; full: every weight of the encoder")
+    ] = FineTuning.lora,
     data_dir: DataDir = Path("var"),
 ) -> None:
     """Fine-tune a version. Into the data directory's registry, promoted if it passes the gate; or, with --ship,
@@ -109,7 +135,7 @@ def train(
 
     from model.contract import CORPUS_DIR
     from model.registry import SHIPPED, Registry
-    from training.args import TrainArgs
+    from training.args import FULL_LEARNING_RATE, TrainArgs
     from training.corpus import load_corpus, load_snapshot
     from training.pipeline import retrain
     from training.pipeline import ship as ship_version
@@ -117,7 +143,9 @@ def train(
 
     corpus = load_snapshot(snapshot) if snapshot else load_corpus(data or CORPUS_DIR)
     overrides: dict[str, Any] = {"epochs": epochs} if epochs else {}
-    args = TrainArgs(base=base, threads=threads, seed=seed, deletion_pairs=deletion_pairs, **overrides)
+    if mode is FineTuning.full:
+        overrides["learning_rate"] = FULL_LEARNING_RATE
+    args = TrainArgs(base=base, threads=threads, seed=seed, deletion_pairs=deletion_pairs, mode=mode.value, **overrides)
     if ship:
         with tempfile.TemporaryDirectory() as scratch:
             result = run_training(args, corpus, Registry(Path(scratch)), log=typer.echo, with_baselines=True)
@@ -217,6 +245,36 @@ def models_activate(version: str, data_dir: DataDir = Path("var")) -> None:
 
     Registry(data_dir / "models").activate(version)
     typer.echo(f"active: {version}")
+
+
+@models_app.command("prepare")
+def models_prepare(
+    version: Annotated[str | None, typer.Argument(help="a version in the registry (default: the active one)")] = None,
+    engine: EngineOption = "onnx-int8",
+    data: Annotated[
+        Path | None, typer.Option(help="corpus folder whose test split checks parity (default: the bundled one)")
+    ] = None,
+    data_dir: DataDir = Path("var"),
+) -> None:
+    """Export, calibrate and parity-check VERSION's ONNX engine now, cached beside it, so that `score`, `compare` and
+    a service restart open the prepared session instead of loading torch (the service does this itself on start)."""
+    from model.contract import CORPUS_DIR
+    from model.errors import UnknownVersion
+    from model.prepare_engine import engine_request, prepare
+    from model.registry import Registry
+
+    if engine not in ("onnx-fp32", "onnx-int8"):
+        raise typer.BadParameter(f"expected onnx-fp32 or onnx-int8; found {engine!r}", param_hint="--engine")
+    registry = Registry(data_dir / "models")
+    registry.seed()
+    try:
+        folder = registry.path(version) if version else registry.active_path()
+    except UnknownVersion as error:
+        raise typer.BadParameter(str(error), param_hint="VERSION") from error
+    request = engine_request(engine, None, data or CORPUS_DIR)
+    assert request is not None  # only torch has no request
+    report = prepare(folder, request)
+    typer.echo(f"{folder.name}: {json.dumps(report)}")
 
 
 def _database(data_dir: Path) -> Any:
@@ -383,6 +441,7 @@ def plot_compare(
     file_b: Annotated[Path, typer.Argument(help="the later message, as a text file")],
     output: Annotated[Path, typer.Option("--output", "-o", help="the picture: .png or .svg")],
     model: ModelOption = None,
+    engine: EngineOption = "onnx-int8",
     data_dir: DataDir = Path("var"),
 ) -> None:
     """Draw two messages: both scores with their intervals on the bands, and their marker counts."""
@@ -390,7 +449,7 @@ def plot_compare(
     text_a, text_b = _read_text(file_a), _read_text(file_b)
     from service.plots import compare_figure, to_bytes
 
-    comparison = _scorer(model, data_dir).compare(text_a, text_b)
+    comparison = _scorer(model, data_dir, engine).compare(text_a, text_b)
     output.write_bytes(to_bytes(compare_figure(comparison, (file_a.stem, file_b.stem)), fmt))
     typer.echo(f"wrote {output} (delta {comparison.delta:+.1f}, P(B warmer) {comparison.p_b_warmer:.2f})")
 

@@ -29,9 +29,13 @@ class BaseRef:
     def to_dict(self) -> dict[str, str]:
         return asdict(self)
 
+    def folder(self) -> Path:
+        """The base's folder, its weights unchecked: for what beside them needs no check (its tokenizer)."""
+        return packaged_path() if self.name == PACKAGED else Path(self.path)
+
     def resolve(self) -> Path:
         """The folder holding the weights, after checking their sha256."""
-        folder = packaged_path() if self.name == PACKAGED else Path(self.path)
+        folder = self.folder()
         weights = weights_file(folder)
         found = sha256_file(weights)
         if found != self.sha256:

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from transformers import PreTrainedTokenizerBase
 
 from model.text import Span, split_sentences
+from model.tokens import Tokenizer
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class EncodedMessage:
     windows: list[Window]
 
 
-def encode_messages(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_tokens: int) -> list[EncodedMessage]:
+def encode_messages(tokenizer: Tokenizer, texts: Sequence[str], max_tokens: int) -> list[EncodedMessage]:
     """Tokenize ``texts`` and cut each into sentence-aligned windows of at most ``max_tokens``."""
     capacity = max_tokens - 2  # room for [CLS] and [SEP]
     # No truncation here (verbose=False silences the length warning): the windows below take every token.
@@ -115,7 +115,7 @@ def collate_windows(windows: Sequence[Window], cls_id: int, sep_id: int, pad_id:
     return WindowBatch(input_ids, attention_mask, pool_mask, token_sentences, window_message)
 
 
-def count_tokens(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_tokens: int) -> list[int]:
+def count_tokens(tokenizer: Tokenizer, texts: Sequence[str], max_tokens: int) -> list[int]:
     """Tokens the encoder reads for each text: its word pieces plus [CLS] and [SEP] for each window it needs.
 
     A budget, counted without the sentence packing: a text whose sentences pack unevenly may take one window more.

@@ -14,18 +14,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn import functional
-from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
-from transformers.utils import logging as _transformers_logging
 
 from model.base import BaseRef
 
-transformers_logging: Any = _transformers_logging  # its switches carry no type hints
+if TYPE_CHECKING:  # transformers is imported where an encoder is built: a prepared engine's path never needs it
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 CONFIG = "config.json"
 BASE = "base.json"
@@ -45,6 +44,13 @@ class NetworkConfig:
             raise ValueError(f"mode must be 'lora' or 'full'; found {self.mode!r}")
         if not 8 <= self.max_tokens <= 512:
             raise ValueError(f"max_tokens must lie in [8, 512]; found {self.max_tokens}")
+
+
+class NoEncoder(nn.Module):
+    """The encoder of a head-only network (``load_head``): its token states come from a prepared engine instead."""
+
+    def forward(self, **_: torch.Tensor) -> None:
+        raise RuntimeError("a head-only network has no encoder: its token states come from its engine")
 
 
 class EffusivenessNet(nn.Module):
@@ -113,6 +119,9 @@ def pool(
 def _quiet_loading() -> Iterator[None]:
     """Loading prints a progress bar, a "load report" of the base's unused pooler and a peft deprecation warning on
     every load; none of it is news to a user, so it goes to transformers' debug logging instead."""
+    from transformers.utils import logging as _logging
+
+    transformers_logging: Any = _logging  # its switches carry no type hints
     verbosity = transformers_logging.get_verbosity()
     transformers_logging.set_verbosity_error()
     transformers_logging.disable_progress_bar()
@@ -127,6 +136,8 @@ def _quiet_loading() -> Iterator[None]:
 
 def build_network(base_folder: Path, config: NetworkConfig) -> tuple[EffusivenessNet, PreTrainedTokenizerBase]:
     """A fresh network on the base encoder (head initialised at random), with the base's tokenizer."""
+    from transformers import AutoModel, AutoTokenizer
+
     with _quiet_loading():
         encoder = AutoModel.from_pretrained(str(base_folder), add_pooling_layer=False)
     tokenizer = AutoTokenizer.from_pretrained(str(base_folder))
@@ -159,7 +170,25 @@ def load_network(folder: Path) -> tuple[EffusivenessNet, PreTrainedTokenizerBase
     return net.eval(), tokenizer, config
 
 
+def load_head(folder: Path) -> tuple[EffusivenessNet, NetworkConfig]:
+    """A saved network's head alone (no encoder, nothing of transformers imported), for a prepared engine."""
+    config = NetworkConfig(**json.loads((folder / CONFIG).read_text()))
+    weights = load_file(str(folder / HEAD))
+    net = EffusivenessNet(NoEncoder(), weights["weight"].shape[-1], config.dropout)
+    net.head.load_state_dict(weights)
+    return net.eval(), config
+
+
+def tokenizer_folder(folder: Path, config: NetworkConfig) -> Path:
+    """Where a saved network's tokenizer lives: beside a whole encoder, else in its base's folder."""
+    if config.mode == "full":
+        return folder / ENCODER
+    return BaseRef(**json.loads((folder / BASE).read_text())).folder()
+
+
 def _load_encoder(folder: Path, config: NetworkConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    from transformers import AutoModel, AutoTokenizer
+
     if config.mode == "full":
         encoder_folder = folder / ENCODER
         encoder: PreTrainedModel = AutoModel.from_pretrained(str(encoder_folder), add_pooling_layer=False)
@@ -216,6 +245,7 @@ def merge_plain_lora(encoder: nn.Module, adapter: Path) -> bool:
 def load_network_for_training(folder: Path) -> tuple[EffusivenessNet, PreTrainedTokenizerBase, NetworkConfig]:
     """Load a saved LoRA version to train it further (a warm start): the adapter stays separate and trainable."""
     from peft import PeftModel
+    from transformers import AutoModel, AutoTokenizer
 
     config = NetworkConfig(**json.loads((folder / CONFIG).read_text()))
     if config.mode != "lora":

@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import PreTrainedTokenizerBase
 
 from model.bands import band_of
 from model.calibration import Calibration
@@ -22,6 +21,7 @@ from model.neighbours import Neighbours
 from model.network import EffusivenessNet, NetworkConfig
 from model.predictor import DEFAULT_BATCH_TOKENS, Predictor
 from model.results import Comparison, ScoreResult, SentenceScore
+from model.tokens import Tokenizer
 
 
 class Scorer:
@@ -53,6 +53,15 @@ class Scorer:
         )
         return cls(predictor, Calibration.load(Path(folder)))
 
+    @classmethod
+    def from_prepared(
+        cls, folder: str | Path, *, engine: str = "onnx-int8", threads: int | None = None
+    ) -> Scorer | None:
+        """Load a version whose engine is prepared, without torch's encoder or transformers; None if it is not
+        (see ``Predictor.from_prepared``)."""
+        predictor = Predictor.from_prepared(folder, engine=engine, threads=threads)
+        return None if predictor is None else cls(predictor, Calibration.load(Path(folder)))
+
     # What the predictor holds, read through the Scorer by callers that have one (the service's /v1/info, the CLI).
     @property
     def version(self) -> str:
@@ -71,7 +80,7 @@ class Scorer:
         return self.predictor.net
 
     @property
-    def tokenizer(self) -> PreTrainedTokenizerBase:
+    def tokenizer(self) -> Tokenizer:
         return self.predictor.tokenizer
 
     @property

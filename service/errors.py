@@ -117,41 +117,48 @@ class TextTooLong(InputTooLong):
         self.args = (f"{field} has {length} characters; the limit is {limit}",)
 
 
-class QueueFull(ServiceError):
-    """The scoring queue holds as many texts as it may; the client should retry after ``retry_after`` seconds."""
+class Overloaded(ServiceError):
+    """429: the service cannot take this request now; the client should retry after ``retry_after`` seconds, which
+    both the problem and its Retry-After header say."""
 
     status = status.HTTP_429_TOO_MANY_REQUESTS
     slug, title = "overloaded", "Too many requests"
 
-    def __init__(self, queued: int, incoming: int, limit: int, retry_after: int) -> None:
+    def __init__(self, detail: str, retry_after: int, **extra: Any) -> None:
         super().__init__(
-            f"the scoring queue holds {queued} texts and this request adds {incoming}; the limit is {limit}. "
-            f"Retry after {retry_after} s",
+            f"{detail}. Retry after {retry_after} s",
             headers={"Retry-After": str(retry_after)},
-            queued=queued,
-            limit=limit,
+            **extra,
             retry_after=retry_after,
         )
 
 
-class ExpectedWaitTooLong(ServiceError):
-    """A scoring request would wait longer than ``max_queue_wait_s`` for its result, by the batcher's estimate of the
-    work ahead of it: 429, the same problem as a full queue, with a Retry-After from that estimate."""
+class QueueFull(Overloaded):
+    """The scoring queue holds as many texts as it may."""
 
-    status = status.HTTP_429_TOO_MANY_REQUESTS
-    slug, title = QueueFull.slug, QueueFull.title
+    def __init__(self, queued: int, incoming: int, limit: int, retry_after: int) -> None:
+        super().__init__(
+            f"the scoring queue holds {queued} texts and this request adds {incoming}; the limit is {limit}",
+            retry_after,
+            queued=queued,
+            limit=limit,
+        )
+
+
+class ExpectedWaitTooLong(Overloaded):
+    """A scoring request would wait longer than ``max_queue_wait_s`` for its result, by the batcher's estimate of the
+    work ahead of it: the same problem as a full queue, with a Retry-After from that estimate."""
 
     def __init__(self, expected_s: float, limit_s: float, queued: int, incoming: int, retry_after: int) -> None:
         limit = f"{limit_s:.1f}" if round(limit_s, 1) == limit_s else f"{limit_s:g}"
         expected = f"{expected_s:.1f}" if f"{expected_s:.1f}" != limit else f"{expected_s:.2f}"
         super().__init__(
             f"expected wait {expected} s is over the {limit} s limit (max_queue_wait_s): {queued} texts are queued "
-            f"ahead of this request's {incoming}. Retry after {retry_after} s",
-            headers={"Retry-After": str(retry_after)},
+            f"ahead of this request's {incoming}",
+            retry_after,
             expected_wait_s=round(expected_s, 3),
             limit_s=limit_s,
             queued=queued,
-            retry_after=retry_after,
         )
 
 

@@ -76,6 +76,44 @@ def test_models_activate_unknown_version_fails_clearly(tiny_version: Path, tmp_p
     assert "no model version 'nope'" in str(result.exception) + result.output
 
 
+def test_models_prepare_caches_the_engine_that_score_then_opens(tiny_version: Path, tmp_path: Path) -> None:
+    from model.scorer import Scorer
+    from tests.factories import write_tiny_corpus
+
+    corpus = write_tiny_corpus(tmp_path / "corpus")
+    Registry(tmp_path / "models").install(tiny_version, "tiny-0001")
+    Registry(tmp_path / "models").activate("tiny-0001")
+    folder = tmp_path / "models" / "tiny-0001"
+    assert Scorer.from_prepared(folder, engine="onnx-fp32") is None
+    args = ["--engine", "onnx-fp32", "--data-dir", str(tmp_path)]
+    result = runner.invoke(app, ["models", "prepare", *args, "--data", str(corpus)])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("tiny-0001: ") and '"engine": "onnx-fp32"' in result.output
+    assert Scorer.from_prepared(folder, engine="onnx-fp32") is not None
+    scored = runner.invoke(app, ["score", WARM, *args])
+    assert scored.exit_code == 0 and "[tiny-0001]" in scored.output, scored.output
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--engine", "torch"], "expected onnx-fp32 or onnx-int8; found 'torch'"),
+        (["nope"], "no model version 'nope'"),
+    ],
+)
+def test_models_prepare_refuses_what_it_cannot_prepare(
+    args: list[str], expected: str, tiny_version: Path, tmp_path: Path
+) -> None:
+    Registry(tmp_path / "models").install(tiny_version, "tiny-0001")
+    result = runner.invoke(app, ["models", "prepare", *args, "--data-dir", str(tmp_path)])
+    assert result.exit_code == 2 and expected in _plain(result.output), result.output
+
+
+def test_score_with_an_unknown_engine_names_the_known_ones(tiny_version: Path) -> None:
+    result = runner.invoke(app, ["score", WARM, "--model", str(tiny_version), "--engine", "gpu"])
+    assert result.exit_code == 2 and "expected one of torch, onnx-fp32, onnx-int8; found 'gpu'" in _plain(result.output)
+
+
 def _plain(output: str) -> str:
     """The output without the frame and line breaks that rich draws around an error."""
     return " ".join(output.replace("│", " ").split())
@@ -180,3 +218,25 @@ def test_keys_create_refuses_an_unknown_scope(tmp_path: Path) -> None:
     result = runner.invoke(app, ["keys", "create", "--scope", "root", "--data-dir", str(tmp_path)])
     assert result.exit_code == 2
     assert "root" in _plain(result.output) and "admin" in _plain(result.output)
+
+
+def test_train_full_fine_tuning_takes_its_own_learning_rate(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import training.pipeline
+    from training.args import FULL_LEARNING_RATE, TrainArgs
+
+    seen: list[TrainArgs] = []
+
+    def refuse(args: TrainArgs, *_: object, **__: object) -> None:
+        seen.append(args)
+        raise SystemExit(0)  # stop before training: only the arguments are under test
+
+    monkeypatch.setattr(training.pipeline, "retrain", refuse)
+    result = runner.invoke(app, ["train", "--mode", "full", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert (seen[0].mode, seen[0].learning_rate) == ("full", FULL_LEARNING_RATE)
+
+
+def test_train_refuses_an_unknown_mode_naming_the_choices(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["train", "--mode", "half", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "'half' is not one of 'lora', 'full'" in _plain(result.output)

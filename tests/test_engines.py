@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from model.engines.export import onnx_files
+from model.network import NoEncoder
 from model.scorer import Scorer
 from tests.factories import make_tiny_base, make_tiny_version
 
@@ -240,3 +241,51 @@ def test_scorer_applies_the_engines_logit_fit_before_the_sigmoid(tiny_scorer: Sc
         tiny_scorer.engine.logit_fit = (1.0, 0.0)  # type: ignore[misc]
     logits = np.log(plain / (100 - plain))
     assert np.allclose(fitted, 100 / (1 + np.exp(-(2.0 * logits + 0.5))), atol=1e-6)
+
+
+def test_a_prepared_engine_loads_without_the_encoder_and_scores_the_same(tiny_version: Path, tmp_path: Path) -> None:
+    folder = shutil.copytree(tiny_version, tmp_path / "v")
+    assert Scorer.from_prepared(folder, engine="onnx-fp32") is None  # nothing prepared: the caller loads torch
+    full = Scorer.from_pretrained(folder, engine="onnx-fp32", parity_texts=TEXTS)
+    light = Scorer.from_prepared(folder, engine="onnx-fp32")
+    assert light is not None and light.engine.name == "onnx-fp32" and isinstance(light.net.encoder, NoEncoder)
+    assert light.engine_report["from_cache"] is True
+    ours, theirs = light.score(TEXTS), full.score(TEXTS)
+    assert [r.to_dict() for r in ours] == [r.to_dict() for r in theirs]
+
+
+def test_a_prepared_engine_is_not_used_once_the_version_changed(tiny_version: Path, tmp_path: Path) -> None:
+    folder = shutil.copytree(tiny_version, tmp_path / "v")
+    Scorer.from_pretrained(folder, engine="onnx-fp32", parity_texts=TEXTS)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    (folder / "manifest.json").write_text(json.dumps({**manifest, "created": "another day"}))
+    assert Scorer.from_prepared(folder, engine="onnx-fp32") is None
+
+
+def test_an_engine_refused_by_parity_is_not_loaded_as_prepared(tiny_version: Path, tmp_path: Path) -> None:
+    folder = shutil.copytree(tiny_version, tmp_path / "v")
+    Scorer.from_pretrained(folder, engine="onnx-fp32", parity_texts=TEXTS)
+    cache = folder / "cache" / "parity.json"
+    stored = json.loads(cache.read_text())
+    stored["verdicts"]["onnx-fp32"] = {"engine": "torch", "refused": {"onnx-fp32": "differs from torch"}}
+    cache.write_text(json.dumps(stored))
+    assert Scorer.from_prepared(folder, engine="onnx-fp32") is None
+
+
+def test_a_prepared_engine_scores_in_a_process_that_never_imports_transformers(
+    tiny_version: Path, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    folder = shutil.copytree(tiny_version, tmp_path / "v")
+    Scorer.from_pretrained(folder, engine="onnx-int8", parity_texts=TEXTS)
+    program = (
+        "import sys; from model.scorer import Scorer; "
+        f"scorer = Scorer.from_prepared({str(folder)!r}); "
+        f"print(scorer.engine.name, round(scorer.score([{TEXTS[0]!r}])[0].score, 1), 'transformers' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True)
+    engine, score, imported = done.stdout.split()
+    assert (engine, imported) == ("onnx-int8", "False")
+    assert 0 <= float(score) <= 100

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from model.engines.export import _private
-from model.engines.runtime import STAMP, Engine, OnnxEngine
+from model.engines.runtime import ENGINES, STAMP, Engine, OnnxEngine
 
 log = logging.getLogger("diplotone.engines")
 FP32_TOLERANCE = 0.1  # score points between ONNX fp32 and torch, on every parity text
@@ -88,6 +88,26 @@ def parity(reference: np.ndarray, candidate: np.ndarray) -> dict[str, Any]:
     gap = np.abs(np.asarray(reference) - np.asarray(candidate))
     rho = float(spearmanr(reference, candidate).statistic) if len(reference) > 2 else 1.0
     return {"max_abs_diff": float(gap.max()) if len(gap) else 0.0, "spearman": rho, "n": len(gap)}
+
+
+def prepared_verdict(folder: Path, wanted: str) -> dict[str, Any] | None:
+    """The cached verdict for ``wanted`` on the version in ``folder``, whatever parity texts it was checked on, if
+    its ONNX files are this recipe's export of this manifest and the verdict picked an ONNX engine; else None.
+
+    For a one-shot process (``diplotone score``) that has no parity texts of its own: the service or the training
+    run that prepared the version checked it on the corpus test split.
+    """
+    from model.engines.export import exported
+
+    if not exported(folder):
+        return None
+    cache = folder / "cache"
+    stored = ParityCache(cache, [])._read()
+    key, verdict = stored.get("key"), stored.get("verdicts", {}).get(wanted)
+    current = json.loads((cache / STAMP).read_text())
+    if not isinstance(key, dict) or key.get("onnx") != current or not isinstance(verdict, dict):
+        return None
+    return dict(verdict) if verdict.get("engine") in ENGINES[1:] else None
 
 
 class ParityCache:
